@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs ebs-csi's checks and tests on a fresh Linux machine, as root (the tests make real loop
+# devices). Installs what the tests need when it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v losetup >/dev/null || need_apt+=(util-linux)
+command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
+command -v mkfs.xfs >/dev/null || need_apt+=(xfsprogs)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== installing ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# Loop devices need the loop module and device nodes; make a few if the host has none yet.
+modprobe loop 2>/dev/null || true
+[ -e /dev/loop-control ] || mknod -m 0660 /dev/loop-control c 10 237 2>/dev/null || true
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --no-fail-fast
+else
+  cargo test --locked --no-fail-fast
+fi
+leaked=$(losetup -a | grep -c ebs-csi-test || true)
+if [ "$leaked" != "0" ]; then
+  echo "tests leaked $leaked loop devices:" >&2
+  losetup -a | grep ebs-csi-test >&2
+  exit 1
+fi

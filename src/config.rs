@@ -1,0 +1,192 @@
+//! Driver options, from flags and the environment. Flag names follow the Go driver's where it
+//! has them, so manifests written for it keep working.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    Controller,
+    Node,
+    All,
+}
+
+impl Mode {
+    pub fn has_controller(self) -> bool {
+        matches!(self, Mode::Controller | Mode::All)
+    }
+    pub fn has_node(self) -> bool {
+        matches!(self, Mode::Node | Mode::All)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// Sparse files and loop devices on this machine.
+    Local,
+    /// Amazon EC2.
+    Aws,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Where to listen: unix:///path, unix:/path or tcp://host:port.
+    #[arg(long, env = "CSI_ENDPOINT", default_value = "unix:///csi/csi.sock")]
+    pub endpoint: String,
+    /// Which CSI services to run.
+    #[arg(long, value_enum, default_value = "all")]
+    pub mode: Mode,
+    /// Where volumes come from.
+    #[arg(long, value_enum, env = "EBS_CSI_BACKEND", default_value = "local")]
+    pub backend: Backend,
+    /// The local backend's state: its volume store, images and snapshots.
+    #[arg(long, env = "EBS_CSI_DATA_DIR", default_value = "/var/lib/ebs-csi")]
+    pub data_dir: PathBuf,
+    /// The local backend's zones, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "local-1a,local-1b,local-1c")]
+    pub zones: Vec<String>,
+    /// This node's id (default: the host name).
+    #[arg(long, env = "CSI_NODE_NAME")]
+    pub node_id: Option<String>,
+    /// This node's zone (default: the first zone).
+    #[arg(long)]
+    pub zone: Option<String>,
+    /// How many volumes this node can have attached (default: the backend's figure).
+    #[arg(long)]
+    pub volume_attach_limit: Option<u32>,
+    /// The name the driver registers under.
+    #[arg(long, default_value = "ebs.csi.aws.com")]
+    pub driver_name: String,
+    /// Tags added to every volume and snapshot: key=value,key=value.
+    #[arg(long, default_value = "")]
+    pub extra_tags: String,
+    /// Tags volumes kubernetes.io/cluster/<id>=owned.
+    #[arg(long)]
+    pub k8s_tag_cluster_id: Option<String>,
+    /// Log line format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub logging_format: LogFormat,
+    /// Log verbosity, klog style: 0–2 info, 3–4 debug, 5 and up trace.
+    #[arg(short = 'v', long = "v", default_value_t = 2)]
+    pub verbosity: u8,
+}
+
+/// Where the server listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+impl Endpoint {
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = || {
+            Error::InvalidArgument(format!(
+                "endpoint {text:?} is not unix:///path, unix:/path or tcp://host:port"
+            ))
+        };
+        if let Some(rest) = text.strip_prefix("unix://") {
+            // unix:///csi/csi.sock → /csi/csi.sock
+            return if rest.starts_with('/') {
+                Ok(Endpoint::Unix(rest.into()))
+            } else {
+                Err(bad())
+            };
+        }
+        if let Some(rest) = text.strip_prefix("unix:") {
+            return if rest.starts_with('/') {
+                Ok(Endpoint::Unix(rest.into()))
+            } else {
+                Err(bad())
+            };
+        }
+        if let Some(rest) = text.strip_prefix("tcp://") {
+            return if rest
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+            {
+                Ok(Endpoint::Tcp(rest.to_owned()))
+            } else {
+                Err(bad())
+            };
+        }
+        Err(bad())
+    }
+}
+
+/// `k=v,k=v` → tags; an empty string is no tags.
+pub fn parse_tags(text: &str) -> Result<BTreeMap<String, String>> {
+    let mut tags = BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| Error::InvalidArgument(format!("extra tag {pair:?} is not key=value")))?;
+        let k = k.trim();
+        if k.is_empty() || k.len() > 128 || v.len() > 256 || k.to_ascii_lowercase().starts_with("aws:") {
+            return Err(Error::InvalidArgument(format!(
+                "extra tag {pair:?}: keys are 1–128 characters and may not start with aws:, values at most 256"
+            )));
+        }
+        tags.insert(k.to_owned(), v.trim().to_owned());
+    }
+    Ok(tags)
+}
+
+/// The host name, for a node id nobody gave.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_in_every_accepted_spelling() {
+        assert_eq!(
+            Endpoint::parse("unix:///csi/csi.sock").unwrap(),
+            Endpoint::Unix("/csi/csi.sock".into())
+        );
+        assert_eq!(
+            Endpoint::parse("unix:/csi/csi.sock").unwrap(),
+            Endpoint::Unix("/csi/csi.sock".into())
+        );
+        assert_eq!(
+            Endpoint::parse("tcp://127.0.0.1:10000").unwrap(),
+            Endpoint::Tcp("127.0.0.1:10000".into())
+        );
+        for bad in [
+            "",
+            "/csi/csi.sock",
+            "unix://relative",
+            "tcp://nohost",
+            "tcp://:1",
+            "http://x:1",
+        ] {
+            assert!(Endpoint::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn extra_tags() {
+        let t = parse_tags("a=1, team=storage").unwrap();
+        assert_eq!(t.get("team").map(String::as_str), Some("storage"));
+        assert_eq!(t.len(), 2);
+        assert!(parse_tags("").unwrap().is_empty());
+        assert!(parse_tags("novalue").is_err());
+        assert!(parse_tags("aws:x=1").is_err());
+    }
+}

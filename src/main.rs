@@ -1,0 +1,188 @@
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use ebs_csi::config::{LogFormat, ServeArgs};
+use ebs_csi::csi::controller_client::ControllerClient;
+use ebs_csi::csi::identity_client::IdentityClient;
+use ebs_csi::csi::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
+use ebs_csi::csi::*;
+
+#[derive(Parser)]
+#[command(name = "ebs-csi", version, about = "A CSI driver for EBS-style block volumes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the CSI driver.
+    Serve(ServeArgs),
+    /// Call a running driver: a few CSI calls, for trying it by hand.
+    Client {
+        #[arg(long, default_value = "unix:///csi/csi.sock")]
+        endpoint: String,
+        #[command(subcommand)]
+        call: Call,
+    },
+}
+
+#[derive(Subcommand)]
+enum Call {
+    /// GetPluginInfo and Probe.
+    Info,
+    /// CreateVolume, with StorageClass parameters as key=value.
+    CreateVolume {
+        name: String,
+        /// Size in GiB.
+        #[arg(long, default_value_t = 10)]
+        size_gib: i64,
+        #[arg(long = "parameter", short = 'p', value_parser = key_value)]
+        parameters: Vec<(String, String)>,
+    },
+    DeleteVolume {
+        volume_id: String,
+    },
+    ListVolumes,
+    /// ControllerPublishVolume (attach to a node).
+    Publish {
+        volume_id: String,
+        node_id: String,
+    },
+    /// ControllerUnpublishVolume (detach from a node).
+    Unpublish {
+        volume_id: String,
+        node_id: String,
+    },
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+fn init_logging(format: LogFormat, verbosity: u8) {
+    let level = match verbosity {
+        0..=2 => "info",
+        3..=4 => "debug",
+        _ => "trace",
+    };
+    let filter =
+        EnvFilter::try_from_env("EBS_CSI_LOG").unwrap_or_else(|_| EnvFilter::new(format!("ebs_csi={level},warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn mount_capability() -> VolumeCapability {
+    VolumeCapability {
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+        access_type: Some(AccessType::Mount(MountVolume::default())),
+    }
+}
+
+async fn client(endpoint: &str, call: Call) -> Result<(), Box<dyn std::error::Error>> {
+    let channel = ebs_csi::client::connect(endpoint).await?;
+    let mut identity = IdentityClient::new(channel.clone());
+    let mut controller = ControllerClient::new(channel);
+    let out = match call {
+        Call::Info => {
+            let info = identity.get_plugin_info(GetPluginInfoRequest {}).await?.into_inner();
+            let probe = identity.probe(ProbeRequest {}).await?.into_inner();
+            format!("{info:#?}\n{probe:#?}")
+        }
+        Call::CreateVolume {
+            name,
+            size_gib,
+            parameters,
+        } => {
+            let req = CreateVolumeRequest {
+                name,
+                capacity_range: Some(CapacityRange {
+                    required_bytes: size_gib << 30,
+                    limit_bytes: 0,
+                }),
+                volume_capabilities: vec![mount_capability()],
+                parameters: parameters.into_iter().collect::<HashMap<_, _>>(),
+                ..Default::default()
+            };
+            format!("{:#?}", controller.create_volume(req).await?.into_inner())
+        }
+        Call::DeleteVolume { volume_id } => {
+            format!(
+                "{:#?}",
+                controller
+                    .delete_volume(DeleteVolumeRequest {
+                        volume_id,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner()
+            )
+        }
+        Call::ListVolumes => format!(
+            "{:#?}",
+            controller
+                .list_volumes(ListVolumesRequest::default())
+                .await?
+                .into_inner()
+        ),
+        Call::Publish { volume_id, node_id } => {
+            let req = ControllerPublishVolumeRequest {
+                volume_id,
+                node_id,
+                volume_capability: Some(mount_capability()),
+                ..Default::default()
+            };
+            format!("{:#?}", controller.controller_publish_volume(req).await?.into_inner())
+        }
+        Call::Unpublish { volume_id, node_id } => {
+            let req = ControllerUnpublishVolumeRequest {
+                volume_id,
+                node_id,
+                ..Default::default()
+            };
+            format!("{:#?}", controller.controller_unpublish_volume(req).await?.into_inner())
+        }
+    };
+    println!("{out}");
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging(args.logging_format, args.verbosity);
+            match ebs_csi::server::serve(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("ebs-csi: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Client { endpoint, call } => match client(&endpoint, call).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                match e.downcast_ref::<tonic::Status>() {
+                    Some(s) => eprintln!("ebs-csi: {:?}: {}", s.code(), s.message()),
+                    None => eprintln!("ebs-csi: {e}"),
+                }
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

@@ -1,0 +1,35 @@
+//! The only place that changes the host: loop devices, and (with the node service) mounts and
+//! filesystems. Child processes get argument vectors, never a shell.
+
+pub mod loopdev;
+
+use std::ffi::OsStr;
+
+use crate::error::{Error, Result};
+
+/// Runs `program args…` and returns its stdout; a non-zero exit becomes an Internal error that
+/// carries the program's stderr.
+pub async fn run<I, S>(program: &str, args: I) -> Result<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+    let output = tokio::process::Command::new(program)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| Error::internal(format!("cannot run {program}"), e))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(Error::Internal(format!(
+            "{program} {} failed ({}): {}",
+            args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "),
+            output.status,
+            stderr.trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
