@@ -3,12 +3,17 @@
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tonic::codegen::http;
 use tonic::transport::Server;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::cloud::local::{DEFAULT_ATTACH_LIMIT, LocalCloud};
 use crate::cloud::{Cloud, Node};
@@ -84,6 +89,67 @@ fn bind_unix(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
+/// How long a stopping server waits for in-flight calls before it exits anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Counts the calls being served, so a stopping server can wait for exactly those: the
+/// sidecars keep their connections open forever, so waiting for connections would never end.
+#[derive(Clone)]
+struct CountCalls<S> {
+    inner: S,
+    active: Arc<AtomicUsize>,
+}
+
+struct Active(Arc<AtomicUsize>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, B> tower::Service<http::Request<B>> for CountCalls<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        let active = Active(self.active.clone());
+        let call = self.inner.call(req);
+        Box::pin(async move {
+            let out = call.await;
+            drop(active);
+            out
+        })
+    }
+}
+
+/// Resolves once no call is being served, or after `limit`.
+async fn drained(active: &AtomicUsize, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while active.load(Ordering::SeqCst) > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            warn!(
+                calls = active.load(Ordering::SeqCst),
+                "calls still running after {limit:?}; stopping anyway"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
@@ -111,15 +177,37 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             },
         ))
     });
-    let router = Server::builder().add_service(identity).add_optional_service(controller);
+    let active = Arc::new(AtomicUsize::new(0));
+    let counter = active.clone();
+    let router = Server::builder()
+        .layer(tower::layer::layer_fn(move |inner| CountCalls {
+            inner,
+            active: counter.clone(),
+        }))
+        .add_service(identity)
+        .add_optional_service(controller);
+    // Stop accepting on a signal, then wait for the calls in flight, not for idle connections.
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let stop = async move {
+        shutdown_signal().await;
+        let _ = stopping_tx.send(());
+    };
+    let drain = async {
+        if stopping_rx.await.is_ok() {
+            drained(&active, DRAIN_TIMEOUT).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
 
     match endpoint {
         Endpoint::Unix(path) => {
             let listener = bind_unix(&path)?;
             info!(endpoint = %args.endpoint, mode = ?args.mode, backend = ?args.backend, "serving");
-            let result = router
-                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
-                .await;
+            let result = tokio::select! {
+                r = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop) => r,
+                () = drain => Ok(()),
+            };
             let _ = std::fs::remove_file(&path);
             result.map_err(|e| Error::internal("gRPC server", e))?;
         }
@@ -128,10 +216,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
                 .await
                 .map_err(|e| Error::internal(format!("cannot listen on {addr}"), e))?;
             info!(endpoint = %args.endpoint, mode = ?args.mode, backend = ?args.backend, "serving");
-            router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown_signal())
-                .await
-                .map_err(|e| Error::internal("gRPC server", e))?;
+            tokio::select! {
+                r = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop) => {
+                    r.map_err(|e| Error::internal("gRPC server", e))?;
+                }
+                () = drain => {}
+            }
         }
     }
     info!("stopped");

@@ -330,7 +330,7 @@ async fn limits_just_inside_succeed_and_iops_above_maximum_are_capped() {
             "auto increase",
             create_req(
                 "f",
-                1,
+                4,
                 &[
                     ("type", "io2"),
                     ("iopsPerGB", "10"),
@@ -343,7 +343,9 @@ async fn limits_just_inside_succeed_and_iops_above_maximum_are_capped() {
         let r = d.controller.create_volume(req).await;
         assert!(r.is_ok(), "{what}: {r:?}");
     }
-    // The capped volume got the most io2 allows for 10 GiB (1000 IOPS per GiB).
+    // Without the auto increase, 40 IOPS is below io2's minimum of 100.
+    let low = create_req("g", 4, &[("type", "io2"), ("iopsPerGB", "10")]);
+    assert_eq!(code(d.controller.create_volume(low).await), Code::InvalidArgument);
     let page = d
         .controller
         .list_volumes(ListVolumesRequest::default())

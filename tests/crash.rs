@@ -1,6 +1,6 @@
 //! Kill -9 in the middle of a call, restart, retry: the retry converges and nothing leaks.
 //! The driver is told (EBS_CSI_CRASH_AT) to stall at one step and say so with a marker file;
-//! the test then SIGKILLs it there.
+//! the test then SIGKILLs it there and starts it again without the fault.
 
 mod support;
 
@@ -9,11 +9,13 @@ use std::time::Duration;
 use ebs_csi::csi::*;
 use support::*;
 
-async fn wait_marker(d: &Driver, step: &str) {
+/// Waits until the armed driver stalls at `step`, then kills it and restarts it cleanly.
+async fn crash_at(d: &mut Driver, step: &str) {
     let marker = d.data_dir().join(format!("crash-point-{step}"));
     for _ in 0..400 {
         if marker.exists() {
             std::fs::remove_file(&marker).unwrap();
+            d.crash_and_restart().await;
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -21,24 +23,7 @@ async fn wait_marker(d: &Driver, step: &str) {
     panic!("the driver never reached {step}");
 }
 
-/// Starts a driver that will stall at `step`, runs `call` until it stalls, kills the driver,
-/// and restarts it without the fault.
-async fn crash_during<F, Fut>(step: &str, setup: impl AsyncFnOnce(&mut Driver), call: F) -> Driver
-where
-    F: FnOnce(Driver) -> Fut,
-    Fut: Future<Output = Driver>,
-{
-    let mut d = Driver::start(&[]).await;
-    setup(&mut d).await;
-    d.crash_and_restart_with_fault(Some(step)).await; // now running with the fault armed
-    let d = call(d).await;
-    wait_marker(&d, step).await;
-    let mut d = d;
-    d.crash_and_restart().await;
-    d
-}
-
-fn images(d: &Driver, sub: &str) -> Vec<String> {
+fn files(d: &Driver, sub: &str) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(d.data_dir().join(sub))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -47,19 +32,26 @@ fn images(d: &Driver, sub: &str) -> Vec<String> {
     names
 }
 
+async fn new_volume(d: &mut Driver, name: &str) -> String {
+    d.controller
+        .create_volume(create_req(name, 1, &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap()
+        .volume_id
+}
+
 #[tokio::test]
 async fn create_volume_converges_after_a_crash_at_each_step() {
     for step in ["create-volume:after-intent", "create-volume:after-image"] {
-        let mut d = crash_during(
-            step,
-            async |_| {},
-            |d: Driver| async move {
-                let mut c = d.controller.clone();
-                tokio::spawn(async move { c.create_volume(create_req("pvc-crash", 3, &[])).await });
-                d
-            },
-        )
-        .await;
+        let mut d = Driver::start(&[]).await;
+        d.crash_and_restart_with_fault(Some(step)).await;
+        let mut c = d.controller.clone();
+        tokio::spawn(async move { c.create_volume(create_req("pvc-crash", 3, &[])).await });
+        crash_at(&mut d, step).await;
+
         let v = d
             .controller
             .create_volume(create_req("pvc-crash", 3, &[]))
@@ -84,37 +76,20 @@ async fn create_volume_converges_after_a_crash_at_each_step() {
             .unwrap()
             .into_inner();
         assert_eq!(listed.entries.len(), 1, "{step}: {listed:?}");
-        assert_eq!(images(&d, "volumes"), vec![format!("{}.img", v.volume_id)], "{step}");
+        assert_eq!(files(&d, "volumes"), vec![format!("{}.img", v.volume_id)], "{step}");
     }
 }
 
 #[tokio::test]
 async fn publish_converges_after_a_crash_at_each_step() {
     for step in ["attach:after-intent", "attach:after-loop"] {
-        let mut id = String::new();
-        let mut d = crash_during(
-            step,
-            async |d: &mut Driver| {
-                id = d
-                    .controller
-                    .create_volume(create_req("pvc-a", 1, &[]))
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .volume
-                    .unwrap()
-                    .volume_id;
-            },
-            |d: Driver| {
-                let mut c = d.controller.clone();
-                let id = id.clone();
-                async move {
-                    tokio::spawn(async move { c.controller_publish_volume(publish_req(&id, NODE)).await });
-                    d
-                }
-            },
-        )
-        .await;
+        let mut d = Driver::start(&[]).await;
+        let id = new_volume(&mut d, "pvc-a").await;
+        d.crash_and_restart_with_fault(Some(step)).await;
+        let (mut c, vid) = (d.controller.clone(), id.clone());
+        tokio::spawn(async move { c.controller_publish_volume(publish_req(&vid, NODE)).await });
+        crash_at(&mut d, step).await;
+
         // The restart undid the half-made attach: no loop device is left without its record.
         assert!(d.loop_devices().is_empty(), "{step}: {:?}", d.loop_devices());
         let ctx = d
@@ -139,22 +114,14 @@ async fn publish_converges_after_a_crash_at_each_step() {
             })
             .await
             .unwrap();
-        assert!(images(&d, "volumes").is_empty(), "{step}");
+        assert!(files(&d, "volumes").is_empty(), "{step}");
     }
 }
 
 #[tokio::test]
 async fn an_attachment_survives_a_crash_and_a_lost_loop_device() {
     let mut d = Driver::start(&[]).await;
-    let id = d
-        .controller
-        .create_volume(create_req("pvc-keep", 1, &[]))
-        .await
-        .unwrap()
-        .into_inner()
-        .volume
-        .unwrap()
-        .volume_id;
+    let id = new_volume(&mut d, "pvc-keep").await;
     d.controller
         .controller_publish_volume(publish_req(&id, NODE))
         .await
@@ -188,42 +155,18 @@ async fn an_attachment_survives_a_crash_and_a_lost_loop_device() {
 #[tokio::test]
 async fn create_snapshot_converges_after_a_crash_at_each_step() {
     for step in ["snapshot:after-intent", "snapshot:after-copy"] {
-        let mut id = String::new();
-        let mut d = crash_during(
-            step,
-            async |d: &mut Driver| {
-                id = d
-                    .controller
-                    .create_volume(create_req("pvc-s", 1, &[]))
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .volume
-                    .unwrap()
-                    .volume_id;
-            },
-            |d: Driver| {
-                let mut c = d.controller.clone();
-                let id = id.clone();
-                async move {
-                    tokio::spawn(async move {
-                        c.create_snapshot(CreateSnapshotRequest {
-                            source_volume_id: id,
-                            name: "snap-crash".into(),
-                            ..Default::default()
-                        })
-                        .await
-                    });
-                    d
-                }
-            },
-        )
-        .await;
+        let mut d = Driver::start(&[]).await;
+        let id = new_volume(&mut d, "pvc-s").await;
         let req = CreateSnapshotRequest {
             source_volume_id: id.clone(),
             name: "snap-crash".into(),
             ..Default::default()
         };
+        d.crash_and_restart_with_fault(Some(step)).await;
+        let (mut c, r) = (d.controller.clone(), req.clone());
+        tokio::spawn(async move { c.create_snapshot(r).await });
+        crash_at(&mut d, step).await;
+
         let s = d
             .controller
             .create_snapshot(req)
@@ -240,47 +183,26 @@ async fn create_snapshot_converges_after_a_crash_at_each_step() {
             .unwrap()
             .into_inner();
         assert_eq!(listed.entries.len(), 1, "{step}");
-        assert_eq!(
-            images(&d, "snapshots"),
-            vec![format!("{}.img", s.snapshot_id)],
-            "{step}"
-        );
+        assert_eq!(files(&d, "snapshots"), vec![format!("{}.img", s.snapshot_id)], "{step}");
     }
 }
 
 #[tokio::test]
 async fn delete_volume_converges_after_a_crash() {
     let step = "delete-volume:after-intent";
-    let mut id = String::new();
-    let mut d = crash_during(
-        step,
-        async |d: &mut Driver| {
-            id = d
-                .controller
-                .create_volume(create_req("pvc-d", 1, &[]))
-                .await
-                .unwrap()
-                .into_inner()
-                .volume
-                .unwrap()
-                .volume_id;
-        },
-        |d: Driver| {
-            let mut c = d.controller.clone();
-            let id = id.clone();
-            async move {
-                tokio::spawn(async move {
-                    c.delete_volume(DeleteVolumeRequest {
-                        volume_id: id,
-                        ..Default::default()
-                    })
-                    .await
-                });
-                d
-            }
-        },
-    )
-    .await;
+    let mut d = Driver::start(&[]).await;
+    let id = new_volume(&mut d, "pvc-d").await;
+    d.crash_and_restart_with_fault(Some(step)).await;
+    let (mut c, vid) = (d.controller.clone(), id.clone());
+    tokio::spawn(async move {
+        c.delete_volume(DeleteVolumeRequest {
+            volume_id: vid,
+            ..Default::default()
+        })
+        .await
+    });
+    crash_at(&mut d, step).await;
+
     d.controller
         .delete_volume(DeleteVolumeRequest {
             volume_id: id.clone(),
@@ -288,7 +210,7 @@ async fn delete_volume_converges_after_a_crash() {
         })
         .await
         .unwrap();
-    assert!(images(&d, "volumes").is_empty());
+    assert!(files(&d, "volumes").is_empty());
     let listed = d
         .controller
         .list_volumes(ListVolumesRequest::default())

@@ -239,7 +239,7 @@ impl ControllerService {
         }
         let caps = check_capabilities(&req.volume_capabilities)?;
         let p = params::parse_create_params(&req.parameters)?;
-        let range = req.capacity_range.clone().unwrap_or_default();
+        let range = req.capacity_range.unwrap_or_default();
         let mut size_gib = params::size_gib(range.required_bytes, range.limit_bytes, p.volume_type)?;
 
         let multi_attach = caps.multi_node;
@@ -314,7 +314,7 @@ impl ControllerService {
         source: &Option<VolumeSource>,
         multi_attach: bool,
     ) -> Result<CreateVolumeResponse> {
-        let range = req.capacity_range.clone().unwrap_or_default();
+        let range = req.capacity_range.unwrap_or_default();
         let size = bytes(v.size_gib);
         let mut conflicts = Vec::new();
         if range.required_bytes > size || (range.limit_bytes > 0 && size > range.limit_bytes) {

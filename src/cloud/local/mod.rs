@@ -91,7 +91,7 @@ impl Inner {
     }
 
     fn create_volume(&self, name: &str, spec: &VolumeSpec) -> Result<Volume> {
-        if !self.zones.iter().any(|z| *z == spec.zone) {
+        if !self.zones.contains(&spec.zone) {
             return Err(Error::InvalidArgument(format!(
                 "zone {:?} is not one of this region's zones ({})",
                 spec.zone,
