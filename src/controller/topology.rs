@@ -86,15 +86,14 @@ impl Zones<'_> {
         }
     }
 
-    /// The segments a volume in `zone` is reachable from.
+    /// The segments a volume in `zone` is reachable from: the zone under both zone keys every
+    /// node reports. The zone id is left out: a segment's keys must all match a node's labels,
+    /// and nodes set up before zone ids existed lack that label.
     pub fn describe(&self, zone: &str) -> Topology {
-        let mut segments = HashMap::from([
+        let segments = HashMap::from([
             (ZONE_KEY.to_owned(), zone.to_owned()),
             (WELL_KNOWN_ZONE_KEY.to_owned(), zone.to_owned()),
         ]);
-        if let Some(id) = self.names.iter().position(|z| z == zone).and_then(|n| self.ids.get(n)) {
-            segments.insert(ZONE_ID_KEY.to_owned(), id.clone());
-        }
         Topology { segments }
     }
 }
