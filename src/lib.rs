@@ -1,13 +1,17 @@
 //! ebs-csi: a CSI driver for EBS-style block volumes. One binary runs the controller, the node
 //! service or both, over EC2 or over the embedded `local` backend.
 
+pub mod bench;
+pub mod capability;
 pub mod client;
 pub mod cloud;
 pub mod config;
 pub mod controller;
 pub mod csi;
+pub mod demo;
 pub mod error;
 pub mod identity;
 pub mod inflight;
+pub mod node;
 pub mod os;
 pub mod server;

@@ -21,6 +21,22 @@ struct Cli {
 enum Command {
     /// Run the CSI driver.
     Serve(ServeArgs),
+    /// The seed's life cycle end to end on the local backend: create, attach, format, mount,
+    /// write the nginx page, expand, snapshot, restore, tear down. Needs root and loop devices.
+    Demo {
+        /// Leave the volumes published (and the driver running) at the end.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Measure: CreateVolume latency as the local store grows, and idle memory.
+    Bench {
+        /// Store sizes (existing volumes) at which CreateVolume is timed.
+        #[arg(long, value_delimiter = ',', default_value = "10,10000")]
+        existing: Vec<usize>,
+        /// Creates timed at each size.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+    },
     /// Call a running driver: a few CSI calls, for trying it by hand.
     Client {
         #[arg(long, default_value = "unix:///csi/csi.sock")]
@@ -159,6 +175,38 @@ async fn client(endpoint: &str, call: Call) -> Result<(), Box<dyn std::error::Er
     Ok(())
 }
 
+async fn bench(existing: &[usize], samples: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile_dir()?;
+    let result = async {
+        let figures = ebs_csi::bench::create_volume(&dir.join("create"), existing, samples).await?;
+        println!("CreateVolume on local, median of {samples} creates (1 GiB gp3), by volumes already in the store:");
+        let base = figures.first().map(|(_, d)| d.as_secs_f64()).unwrap_or(0.0);
+        for (size, median) in &figures {
+            let ratio = if base > 0.0 { median.as_secs_f64() / base } else { 0.0 };
+            println!(
+                "  {size:>7} existing: {:>8.3} ms  ({ratio:.2} x the first)",
+                median.as_secs_f64() * 1e3
+            );
+        }
+        let rss = ebs_csi::bench::idle_rss_kib(&dir.join("rss"))?;
+        println!(
+            "idle RSS of `serve --mode all --backend local`: {:.1} MiB",
+            rss as f64 / 1024.0
+        );
+        Ok::<(), ebs_csi::error::Error>(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(result?)
+}
+
+/// A fresh directory under the system temp dir.
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("ebs-csi-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -174,6 +222,14 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Demo { keep } => ExitCode::from(ebs_csi::demo::run(keep).await as u8),
+        Command::Bench { existing, samples } => match bench(&existing, samples).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ebs-csi: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Client { endpoint, call } => match client(&endpoint, call).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -17,12 +17,15 @@ use tracing::{info, warn};
 
 use crate::cloud::local::{DEFAULT_ATTACH_LIMIT, LocalCloud};
 use crate::cloud::{Cloud, Node};
-use crate::config::{Backend, Endpoint, ServeArgs, hostname, parse_tags};
+use crate::config::{Backend as BackendKind, Endpoint, ServeArgs, hostname, parse_tags};
 use crate::controller::{ControllerService, Options};
 use crate::csi::controller_server::ControllerServer;
 use crate::csi::identity_server::IdentityServer;
+use crate::csi::node_server::NodeServer;
 use crate::error::{Error, Result};
 use crate::identity::IdentityService;
+use crate::node::device::{DeviceLocator, LoopLocator};
+use crate::node::{NodeIdentity, NodeService};
 
 /// A node id has to be usable as an EC2-style identifier: printable, no separators we rely on.
 fn check_node_id(id: &str) -> Result<()> {
@@ -34,31 +37,49 @@ fn check_node_id(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// What a mode needs from its backend: the cloud for the controller (and Probe), and for the
+/// node its identity and device locator.
+struct Backend {
+    cloud: Arc<dyn Cloud>,
+    node: Option<(NodeIdentity, Arc<dyn DeviceLocator>)>,
+}
+
 /// Opens the backend the flags ask for, reconciling it (controller) and registering this node
 /// (node) on the way.
-async fn open_backend(args: &ServeArgs) -> Result<Arc<dyn Cloud>> {
+async fn open_backend(args: &ServeArgs) -> Result<Backend> {
     match args.backend {
-        Backend::Aws => Err(Error::Unimplemented(
+        BackendKind::Aws => Err(Error::Unimplemented(
             "the aws backend is not built yet; use --backend local".into(),
         )),
-        Backend::Local => {
+        BackendKind::Local => {
             let cloud = LocalCloud::open(&args.data_dir, args.zones.clone())?;
             if args.mode.has_controller() {
                 cloud.reconcile().await?;
             }
+            let mut node = None;
             if args.mode.has_node() {
                 let id = args.node_id.clone().unwrap_or_else(hostname);
                 check_node_id(&id)?;
                 let zone = args.zone.clone().unwrap_or_else(|| cloud.zones()[0].clone());
-                let node = Node {
+                let me = Node {
                     id,
                     zone,
                     attach_limit: args.volume_attach_limit.unwrap_or(DEFAULT_ATTACH_LIMIT),
                 };
-                cloud.register_node(&node)?;
-                info!(node = %node.id, zone = %node.zone, attach_limit = node.attach_limit, "node registered");
+                cloud.register_node(&me)?;
+                info!(node = %me.id, zone = %me.zone, attach_limit = me.attach_limit, "node registered");
+                let identity = NodeIdentity {
+                    id: me.id,
+                    zone: me.zone,
+                    attach_limit: me.attach_limit,
+                };
+                let locator: Arc<dyn DeviceLocator> = Arc::new(LoopLocator::new(cloud.data_dir()));
+                node = Some((identity, locator));
             }
-            Ok(Arc::new(cloud))
+            Ok(Backend {
+                cloud: Arc::new(cloud),
+                node,
+            })
         }
     }
 }
@@ -165,7 +186,7 @@ async fn shutdown_signal() {
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let endpoint = Endpoint::parse(&args.endpoint)?;
     let extra_tags = parse_tags(&args.extra_tags)?;
-    let cloud = open_backend(&args).await?;
+    let Backend { cloud, node } = open_backend(&args).await?;
 
     let identity = IdentityServer::new(IdentityService::new(args.driver_name.clone(), args.mode, cloud.clone()));
     let controller = args.mode.has_controller().then(|| {
@@ -185,7 +206,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             active: counter.clone(),
         }))
         .add_service(identity)
-        .add_optional_service(controller);
+        .add_optional_service(controller)
+        .add_optional_service(node.map(|(me, locator)| NodeServer::new(NodeService::new(me, locator))));
     // Stop accepting on a signal, then wait for the calls in flight, not for idle connections.
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let stop = async move {

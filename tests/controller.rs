@@ -1150,3 +1150,92 @@ async fn get_capacity_and_capabilities() {
         assert!(have.contains(&(t as i32)), "{t:?} missing");
     }
 }
+
+#[tokio::test]
+async fn hostile_names_and_ids_never_reach_the_filesystem() {
+    let mut d = Driver::start(&[]).await;
+    let v = d
+        .controller
+        .create_volume(create_req("../../escape", 1, &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(
+        std::fs::read_dir(d.data_dir().join("volumes"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect::<Vec<_>>(),
+        vec![std::ffi::OsString::from(format!("{}.img", v.volume_id))]
+    );
+    assert!(!d.dir.path().join("escape").exists() && !d.data_dir().join("escape").exists());
+
+    let long = format!("vol-{}", "f".repeat(10 * 1024));
+    for id in [
+        long.as_str(),
+        "../volumes/x",
+        "vol-../../etc",
+        "\u{0}",
+        "vol-0123456789ABCDEF0",
+    ] {
+        assert_eq!(
+            code(d.controller.controller_publish_volume(publish_req(id, NODE)).await),
+            Code::NotFound,
+            "{id:.40}"
+        );
+        let get = ControllerGetVolumeRequest { volume_id: id.into() };
+        assert_eq!(code(d.controller.controller_get_volume(get).await), Code::NotFound);
+        let expand = ControllerExpandVolumeRequest {
+            volume_id: id.into(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: 2 * GIB,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            code(d.controller.controller_expand_volume(expand).await),
+            Code::NotFound
+        );
+        let snap = CreateSnapshotRequest {
+            source_volume_id: id.into(),
+            name: "s".into(),
+            ..Default::default()
+        };
+        assert_eq!(code(d.controller.create_snapshot(snap).await), Code::NotFound);
+        d.controller
+            .delete_volume(DeleteVolumeRequest {
+                volume_id: id.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        d.controller
+            .controller_unpublish_volume(unpublish_req(id, NODE))
+            .await
+            .unwrap();
+        d.controller
+            .delete_snapshot(DeleteSnapshotRequest {
+                snapshot_id: id.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let tags = params(&[("tagSpecification_1", &format!("k={}", "v".repeat(10 * 1024)))]);
+    let mut req = create_req("big-tag", 1, &[]);
+    req.parameters = tags;
+    assert_eq!(code(d.controller.create_volume(req).await), Code::InvalidArgument);
+    // The volume made above is still the only one.
+    assert_eq!(
+        d.controller
+            .list_volumes(ListVolumesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .entries
+            .len(),
+        1
+    );
+}

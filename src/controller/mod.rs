@@ -12,10 +12,11 @@ use tracing::{Instrument, info, info_span};
 
 use self::params::{CreateParams, GIB, ModifyParams, VolumeType};
 use self::topology::Zones;
+use crate::capability::{check_capabilities, check_capability};
 use crate::cloud::{Cloud, Modification, Snapshot, SnapshotFilter, Tags, Volume, VolumeSource, VolumeSpec};
 use crate::csi::controller_server::Controller;
 use crate::csi::controller_service_capability::{Rpc, rpc::Type as RpcType};
-use crate::csi::volume_capability::{AccessType, access_mode::Mode};
+use crate::csi::volume_capability::AccessType;
 use crate::csi::{self, *};
 use crate::error::{Error, Result};
 use crate::inflight::InFlight;
@@ -67,75 +68,6 @@ fn require<'a>(value: &'a str, field: &str) -> Result<&'a str> {
 
 fn bytes(gib: u64) -> i64 {
     i64::try_from(gib.saturating_mul(GIB)).unwrap_or(i64::MAX)
-}
-
-/// A request's capabilities, checked: what access they ask for, and whether that is block.
-struct CapabilitySummary {
-    block: bool,
-    multi_node: bool,
-}
-
-fn check_capability(cap: &VolumeCapability) -> Result<CapabilitySummary> {
-    let block = match &cap.access_type {
-        Some(AccessType::Block(_)) => true,
-        Some(AccessType::Mount(m)) => {
-            if !m.fs_type.is_empty() && m.fs_type.parse::<params::FsType>().is_err() {
-                return Err(Error::InvalidArgument(format!(
-                    "volume capability fs_type {:?} is not supported; use ext2, ext3, ext4 or xfs",
-                    m.fs_type
-                )));
-            }
-            false
-        }
-        None => {
-            return Err(Error::InvalidArgument(
-                "volume capability needs an access type: mount or block".into(),
-            ));
-        }
-    };
-    let mode = cap.access_mode.as_ref().map(|m| m.mode()).unwrap_or(Mode::Unknown);
-    let multi_node = match mode {
-        Mode::SingleNodeWriter
-        | Mode::SingleNodeReaderOnly
-        | Mode::SingleNodeSingleWriter
-        | Mode::SingleNodeMultiWriter => false,
-        Mode::MultiNodeMultiWriter if block => true,
-        Mode::MultiNodeMultiWriter => {
-            return Err(Error::InvalidArgument(
-                "MULTI_NODE_MULTI_WRITER needs block access: a filesystem cannot be mounted on several nodes at once"
-                    .into(),
-            ));
-        }
-        Mode::Unknown => return Err(Error::InvalidArgument("volume capability needs an access mode".into())),
-        other => {
-            return Err(Error::InvalidArgument(format!(
-                "access mode {} is not supported by EBS volumes",
-                other.as_str_name()
-            )));
-        }
-    };
-    Ok(CapabilitySummary { block, multi_node })
-}
-
-/// Checks a request's list of capabilities: at least one, all valid, all mount or all block.
-fn check_capabilities(caps: &[VolumeCapability]) -> Result<CapabilitySummary> {
-    let mut summary: Option<CapabilitySummary> = None;
-    for cap in caps {
-        let s = check_capability(cap)?;
-        if let Some(prev) = &summary
-            && prev.block != s.block
-        {
-            return Err(Error::InvalidArgument(
-                "volume capabilities mix mount and block access; a volume is one or the other".into(),
-            ));
-        }
-        let multi_node = s.multi_node || summary.as_ref().is_some_and(|p| p.multi_node);
-        summary = Some(CapabilitySummary {
-            block: s.block,
-            multi_node,
-        });
-    }
-    summary.ok_or_else(|| Error::InvalidArgument("volume_capabilities is required".into()))
 }
 
 fn content_source(source: &Option<VolumeSource>) -> Option<VolumeContentSource> {

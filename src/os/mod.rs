@@ -1,7 +1,11 @@
 //! The only place that changes the host: loop devices, and (with the node service) mounts and
 //! filesystems. Child processes get argument vectors, never a shell.
 
+pub mod format;
 pub mod loopdev;
+pub mod mount;
+pub mod resize;
+pub mod stats;
 
 use std::ffi::OsStr;
 

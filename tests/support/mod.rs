@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use ebs_csi::csi::controller_client::ControllerClient;
 use ebs_csi::csi::identity_client::IdentityClient;
+use ebs_csi::csi::node_client::NodeClient;
 use ebs_csi::csi::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode};
 use ebs_csi::csi::*;
 use tonic::transport::Channel;
@@ -23,6 +24,7 @@ pub struct Driver {
     extra_args: Vec<String>,
     pub controller: ControllerClient<Channel>,
     pub identity: IdentityClient<Channel>,
+    pub node: NodeClient<Channel>,
 }
 
 fn bin() -> &'static str {
@@ -51,6 +53,7 @@ impl Driver {
             child: Some(child),
             extra_args,
             controller: ControllerClient::new(channel.clone()),
+            node: NodeClient::new(channel.clone()),
             identity: IdentityClient::new(channel),
         }
     }
@@ -70,6 +73,7 @@ impl Driver {
         let (child, channel) = spawn(self.dir.path(), &self.extra_args, fault).await;
         self.child = Some(child);
         self.controller = ControllerClient::new(channel.clone());
+        self.node = NodeClient::new(channel.clone());
         self.identity = IdentityClient::new(channel);
     }
 
@@ -110,6 +114,30 @@ impl Driver {
     /// Loop devices backed by this driver's volume images.
     pub fn loop_devices(&self) -> Vec<(PathBuf, PathBuf)> {
         loops_under(&self.data_dir())
+    }
+
+    /// kubelet's staging path for a volume handle, under this driver's temp root.
+    pub fn staging_path(&self, handle: &str) -> String {
+        use sha2::Digest;
+        let hash = format!("{:x}", sha2::Sha256::digest(handle.as_bytes()));
+        let p = self.dir.path().join(format!(
+            "kubelet/plugins/kubernetes.io/csi/ebs.csi.aws.com/{hash}/globalmount"
+        ));
+        p.display().to_string()
+    }
+
+    /// kubelet's publish path for a pod's PV (mount), or its raw-block device file.
+    pub fn target_path(&self, pod: &str, pv: &str, block: bool) -> String {
+        let p = if block {
+            self.dir
+                .path()
+                .join(format!("kubelet/pods/{pod}/volumeDevices/kubernetes.io~csi/{pv}"))
+        } else {
+            self.dir
+                .path()
+                .join(format!("kubelet/pods/{pod}/volumes/kubernetes.io~csi/{pv}/mount"))
+        };
+        p.display().to_string()
     }
 
     pub fn volume_file(&self, id: &str) -> PathBuf {
@@ -211,10 +239,26 @@ pub fn loops_under(dir: &Path) -> Vec<(PathBuf, PathBuf)> {
     found
 }
 
+/// Mount points under `dir`, deepest (latest) first, read from /proc/self/mountinfo.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut found: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|t| PathBuf::from(t.replace("\\040", " ")))
+        .filter(|t| t.starts_with(dir))
+        .collect();
+    found.reverse();
+    found
+}
+
 impl Drop for Driver {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             stop(&mut c);
+        }
+        for target in mounts_under(self.dir.path()) {
+            let _ = nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH);
         }
         for (dev, _) in loops_under(self.dir.path()) {
             let _ = Command::new("losetup").arg("--detach").arg(&dev).status();

@@ -1,0 +1,510 @@
+//! The CSI Node service: find the attached device (with proof), format it if blank, mount it at
+//! the staging path, bind it into pods; and back. Every host change goes through `crate::os`.
+
+pub mod device;
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use tracing::{Instrument, info, info_span, warn};
+
+use self::device::DeviceLocator;
+use crate::capability::check_capability;
+use crate::controller::params::FSTYPE_KEY;
+use crate::controller::topology::{OS_KEY, WELL_KNOWN_ZONE_KEY, ZONE_KEY};
+use crate::csi::node_server::Node;
+use crate::csi::node_service_capability::{Rpc, rpc::Type as RpcType};
+use crate::csi::volume_capability::{AccessType, access_mode::Mode};
+use crate::csi::*;
+use crate::error::{Error, Result};
+use crate::inflight::InFlight;
+use crate::os::{format, mount, resize, stats};
+
+/// Who this node is, as NodeGetInfo reports it.
+#[derive(Clone, Debug)]
+pub struct NodeIdentity {
+    pub id: String,
+    pub zone: String,
+    pub attach_limit: u32,
+}
+
+pub struct NodeService {
+    me: NodeIdentity,
+    locator: Arc<dyn DeviceLocator>,
+    inflight: InFlight,
+}
+
+fn require<'a>(value: &'a str, field: &str) -> Result<&'a str> {
+    if value.is_empty() {
+        return Err(Error::InvalidArgument(format!("{field} is required")));
+    }
+    Ok(value)
+}
+
+/// A path from the CO: required, absolute, and without `..`, so it names exactly one place.
+fn checked_path(value: &str, field: &str) -> Result<PathBuf> {
+    let path = Path::new(require(value, field)?);
+    if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) || value.contains('\0') {
+        return Err(Error::InvalidArgument(format!(
+            "{field} {value:?} must be an absolute path without '..'"
+        )));
+    }
+    Ok(path.to_owned())
+}
+
+fn capability(cap: &Option<VolumeCapability>) -> Result<&VolumeCapability> {
+    let cap = cap
+        .as_ref()
+        .ok_or_else(|| Error::InvalidArgument("volume_capability is required".into()))?;
+    check_capability(cap)?;
+    Ok(cap)
+}
+
+fn read_only_mode(cap: &VolumeCapability) -> bool {
+    matches!(
+        cap.access_mode.as_ref().map(|m| m.mode()),
+        Some(Mode::SingleNodeReaderOnly | Mode::MultiNodeReaderOnly)
+    )
+}
+
+/// The filesystem a mount capability asks for: its own fs_type, else the StorageClass's, else ext4.
+fn fs_type(cap: &VolumeCapability, context: &HashMap<String, String>) -> String {
+    match &cap.access_type {
+        Some(AccessType::Mount(m)) if !m.fs_type.is_empty() => m.fs_type.clone(),
+        _ => context
+            .get(FSTYPE_KEY)
+            .filter(|f| !f.is_empty())
+            .cloned()
+            .unwrap_or_else(|| "ext4".into()),
+    }
+}
+
+/// The mkfs options the controller put in the volume context.
+fn mkfs_options(context: &HashMap<String, String>) -> Result<format::MkfsOptions> {
+    fn number<T: std::str::FromStr>(ctx: &HashMap<String, String>, key: &str) -> Result<Option<T>> {
+        ctx.get(key)
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| Error::InvalidArgument(format!("volume context {key}={v:?} is not a number")))
+            })
+            .transpose()
+    }
+    Ok(format::MkfsOptions {
+        block_size: number(context, "blockSize")?,
+        inode_size: number(context, "inodeSize")?,
+        bytes_per_inode: number(context, "bytesPerInode")?,
+        number_of_inodes: number(context, "numberOfInodes")?,
+        ext4_bigalloc: context.get("ext4BigAlloc").is_some_and(|v| v == "true"),
+        ext4_cluster_size: number(context, "ext4ClusterSize")?,
+    })
+}
+
+fn create_dir(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).map_err(|e| Error::internal(format!("cannot create {}", path.display()), e))
+}
+
+/// Removes a publish target (a directory or a file); success when it is already gone.
+fn remove_target(path: &Path) -> Result<()> {
+    let result = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => Err(e),
+    };
+    result.map_err(|e| Error::internal(format!("cannot remove {}", path.display()), e))
+}
+
+fn same_device(a: &str, b: &Path) -> bool {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+    canon(Path::new(a)) == canon(b)
+}
+
+fn as_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl NodeService {
+    pub fn new(me: NodeIdentity, locator: Arc<dyn DeviceLocator>) -> Self {
+        NodeService {
+            me,
+            locator,
+            inflight: InFlight::default(),
+        }
+    }
+
+    async fn stage(&self, req: NodeStageVolumeRequest) -> Result<NodeStageVolumeResponse> {
+        let id = require(&req.volume_id, "volume_id")?;
+        let staging = checked_path(&req.staging_target_path, "staging_target_path")?;
+        let cap = capability(&req.volume_capability)?;
+        let Some(AccessType::Mount(m)) = &cap.access_type else {
+            // Block volumes are used straight from the device at publish time.
+            return Ok(NodeStageVolumeResponse {});
+        };
+        let _guard = self.inflight.start(format!("volume/{id}"), &format!("volume {id}"))?;
+        let device = self.locator.locate(id, &req.publish_context).await?;
+        let fs = fs_type(cap, &req.volume_context);
+
+        if let Some(existing) = mount::mount_at(&staging)? {
+            if same_device(&existing.source, &device) && existing.fs_type == fs {
+                return Ok(NodeStageVolumeResponse {});
+            }
+            return Err(Error::AlreadyExists(format!(
+                "{} already has {} ({}) mounted; volume {id} is {} ({fs})",
+                staging.display(),
+                existing.source,
+                existing.fs_type,
+                device.display()
+            )));
+        }
+        create_dir(&staging)?;
+        match format::filesystem_of(&device).await? {
+            None => {
+                info!(volume = %id, device = %device.display(), fs, "formatting a blank device");
+                format::mkfs(&fs, &device, &mkfs_options(&req.volume_context)?).await?;
+            }
+            Some(found) if found == fs => {}
+            Some(found) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "volume {id} ({}) already holds {found}, not {fs}; it is never reformatted",
+                    device.display()
+                )));
+            }
+        }
+        mount::mount_device(&device, &staging, &fs, &m.mount_flags)?;
+        // Restored from a smaller snapshot, or grown while detached: fill the device.
+        let device_size = resize::device_size(&device)?;
+        let fs_size = resize::filesystem_size(&device, &fs, Some(&staging)).await?;
+        if fs_size < device_size {
+            info!(volume = %id, fs_size, device_size, "growing the filesystem to its device");
+            resize::grow(&device, &fs, &staging).await?;
+        }
+        info!(volume = %id, device = %device.display(), staging = %staging.display(), fs, "staged");
+        Ok(NodeStageVolumeResponse {})
+    }
+
+    async fn unstage(&self, req: NodeUnstageVolumeRequest) -> Result<NodeUnstageVolumeResponse> {
+        let id = require(&req.volume_id, "volume_id")?;
+        let staging = checked_path(&req.staging_target_path, "staging_target_path")?;
+        let _guard = self.inflight.start(format!("volume/{id}"), &format!("volume {id}"))?;
+        // Stacked mounts (a retried stage after a crash) come off one by one, only at this path.
+        while mount::mount_at(&staging)?.is_some() {
+            mount::unmount(&staging)?;
+        }
+        info!(volume = %id, staging = %staging.display(), "unstaged");
+        Ok(NodeUnstageVolumeResponse {})
+    }
+
+    async fn publish(&self, req: NodePublishVolumeRequest) -> Result<NodePublishVolumeResponse> {
+        let id = require(&req.volume_id, "volume_id")?;
+        let target = checked_path(&req.target_path, "target_path")?;
+        let staging = checked_path(&req.staging_target_path, "staging_target_path")?;
+        let cap = capability(&req.volume_capability)?;
+        let read_only = req.readonly || read_only_mode(cap);
+        let _guard = self
+            .inflight
+            .start(format!("target/{}", target.display()), &format!("volume {id}"))?;
+
+        let source = match &cap.access_type {
+            Some(AccessType::Block(_)) => self.locator.locate(id, &req.publish_context).await?,
+            _ => {
+                let staged = mount::mount_at(&staging)?.ok_or_else(|| {
+                    Error::FailedPrecondition(format!(
+                        "volume {id} is not staged at {}; NodeStageVolume first",
+                        staging.display()
+                    ))
+                })?;
+                let _ = staged;
+                staging.clone()
+            }
+        };
+        let block = matches!(cap.access_type, Some(AccessType::Block(_)));
+
+        if let Some(existing) = mount::mount_at(&target)? {
+            let same_source = if block {
+                source.file_name().is_some_and(|n| existing.root.file_name() == Some(n))
+            } else {
+                mount::mount_at(&staging)?.is_some_and(|s| s.source == existing.source && s.root == existing.root)
+            };
+            if same_source && existing.read_only() == read_only {
+                return Ok(NodePublishVolumeResponse {});
+            }
+            return Err(Error::AlreadyExists(format!(
+                "{} is already published from {}{}; not compatible with this request",
+                target.display(),
+                existing.source,
+                if existing.read_only() { " read-only" } else { "" }
+            )));
+        }
+        if block {
+            if let Some(parent) = target.parent() {
+                create_dir(parent)?;
+            }
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&target)
+                .map_err(|e| Error::internal(format!("cannot create {}", target.display()), e))?;
+        } else {
+            create_dir(&target)?;
+        }
+        mount::bind(&source, &target, read_only)?;
+        info!(volume = %id, target = %target.display(), read_only, block, "published");
+        Ok(NodePublishVolumeResponse {})
+    }
+
+    async fn unpublish(&self, req: NodeUnpublishVolumeRequest) -> Result<NodeUnpublishVolumeResponse> {
+        let id = require(&req.volume_id, "volume_id")?;
+        let target = checked_path(&req.target_path, "target_path")?;
+        let _guard = self
+            .inflight
+            .start(format!("target/{}", target.display()), &format!("volume {id}"))?;
+        while mount::mount_at(&target)?.is_some() {
+            mount::unmount(&target)?;
+        }
+        remove_target(&target)?;
+        info!(volume = %id, target = %target.display(), "unpublished");
+        Ok(NodeUnpublishVolumeResponse {})
+    }
+
+    async fn stats(&self, req: NodeGetVolumeStatsRequest) -> Result<NodeGetVolumeStatsResponse> {
+        let id = require(&req.volume_id, "volume_id")?;
+        let path = checked_path(&req.volume_path, "volume_path")?;
+        let meta = std::fs::metadata(&path)
+            .map_err(|_| Error::NotFound(format!("volume {id}: {} does not exist", path.display())))?;
+        use std::os::unix::fs::FileTypeExt;
+        use volume_usage::Unit;
+        if meta.file_type().is_block_device() {
+            let size = resize::device_size(&path)?;
+            return Ok(NodeGetVolumeStatsResponse {
+                usage: vec![VolumeUsage {
+                    total: as_i64(size),
+                    unit: Unit::Bytes as i32,
+                    ..Default::default()
+                }],
+            });
+        }
+        if mount::mount_at(&path)?.is_none() {
+            return Err(Error::NotFound(format!(
+                "volume {id} is not mounted at {}",
+                path.display()
+            )));
+        }
+        let s = stats::fs_stats(&path)?;
+        Ok(NodeGetVolumeStatsResponse {
+            usage: vec![
+                VolumeUsage {
+                    available: as_i64(s.available_bytes),
+                    total: as_i64(s.total_bytes),
+                    used: as_i64(s.used_bytes),
+                    unit: Unit::Bytes as i32,
+                },
+                VolumeUsage {
+                    available: as_i64(s.free_inodes),
+                    total: as_i64(s.total_inodes),
+                    used: as_i64(s.used_inodes),
+                    unit: Unit::Inodes as i32,
+                },
+            ],
+        })
+    }
+
+    async fn health(&self, req: NodeGetVolumeHealthRequest) -> Result<NodeGetVolumeHealthResponse> {
+        use volume_health::VolumeHealthEntry;
+        let id = require(&req.volume_id, "volume_id")?;
+        let mut entries = Vec::new();
+        for (field, value) in [
+            ("volume_publish_path", &req.volume_publish_path),
+            ("staging_target_path", &req.staging_target_path),
+        ] {
+            if value.is_empty() {
+                continue;
+            }
+            let path = checked_path(value, field)?;
+            match mount::mount_at(&path)? {
+                None => entries.push(VolumeHealthEntry {
+                    status: VolumeHealthErrorType::Inaccessible as i32,
+                    reason: "NotMounted".into(),
+                    message: format!("volume {id} is not mounted at {}", path.display()),
+                }),
+                Some(m) if m.super_options.iter().any(|o| o == "ro") && !m.read_only() => {
+                    entries.push(VolumeHealthEntry {
+                        status: VolumeHealthErrorType::Degraded as i32,
+                        reason: "ReadOnlyFilesystem".into(),
+                        message: format!(
+                            "the filesystem of volume {id} at {} went read-only (an I/O or filesystem error?)",
+                            path.display()
+                        ),
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(NodeGetVolumeHealthResponse {
+            volume_health: Some(VolumeHealth {
+                volume_id: id.to_owned(),
+                health_statuses: entries,
+            }),
+        })
+    }
+
+    async fn expand(&self, req: NodeExpandVolumeRequest) -> Result<NodeExpandVolumeResponse> {
+        let id = require(&req.volume_id, "volume_id")?;
+        let path = checked_path(&req.volume_path, "volume_path")?;
+        let required = req.capacity_range.map(|r| r.required_bytes).unwrap_or(0);
+        let _guard = self.inflight.start(format!("volume/{id}"), &format!("volume {id}"))?;
+        use std::os::unix::fs::FileTypeExt;
+        let meta = std::fs::metadata(&path)
+            .map_err(|_| Error::NotFound(format!("volume {id}: {} does not exist", path.display())))?;
+        let device = if meta.file_type().is_block_device() {
+            path.clone()
+        } else {
+            let m = mount::mount_at(&path)?
+                .ok_or_else(|| Error::NotFound(format!("volume {id} is not mounted at {}", path.display())))?;
+            let device = PathBuf::from(&m.source);
+            resize::grow(&device, &m.fs_type, &path).await?;
+            device
+        };
+        let size = resize::device_size(&device)?;
+        if as_i64(size) < required {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {id}'s device is {size} bytes, less than the {required} asked for; expand it on the controller first"
+            )));
+        }
+        info!(volume = %id, size, "expanded on the node");
+        Ok(NodeExpandVolumeResponse {
+            capacity_bytes: as_i64(size),
+        })
+    }
+
+    fn info(&self) -> NodeGetInfoResponse {
+        let segments = HashMap::from([
+            (ZONE_KEY.to_owned(), self.me.zone.clone()),
+            (WELL_KNOWN_ZONE_KEY.to_owned(), self.me.zone.clone()),
+            (OS_KEY.to_owned(), "linux".to_owned()),
+        ]);
+        NodeGetInfoResponse {
+            node_id: self.me.id.clone(),
+            max_volumes_per_node: i64::from(self.me.attach_limit),
+            accessible_topology: Some(Topology { segments }),
+        }
+    }
+}
+
+const CAPABILITIES: [RpcType; 5] = [
+    RpcType::StageUnstageVolume,
+    RpcType::ExpandVolume,
+    RpcType::GetVolumeStats,
+    RpcType::GetVolumeHealth,
+    RpcType::SingleNodeMultiWriter,
+];
+
+async fn traced<T>(
+    method: &'static str,
+    id: &str,
+    call: impl Future<Output = Result<T>>,
+) -> Result<Response<T>, Status> {
+    let span = info_span!("rpc", method, volume = %id);
+    match call.instrument(span.clone()).await {
+        Ok(v) => Ok(Response::new(v)),
+        Err(e) => {
+            span.in_scope(|| warn!(code = ?e.code(), error = %e, "{method} failed"));
+            Err(e.into())
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Node for NodeService {
+    async fn node_stage_volume(
+        &self,
+        r: Request<NodeStageVolumeRequest>,
+    ) -> Result<Response<NodeStageVolumeResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.volume_id.clone();
+        traced("NodeStageVolume", &id, self.stage(r)).await
+    }
+
+    async fn node_unstage_volume(
+        &self,
+        r: Request<NodeUnstageVolumeRequest>,
+    ) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.volume_id.clone();
+        traced("NodeUnstageVolume", &id, self.unstage(r)).await
+    }
+
+    async fn node_publish_volume(
+        &self,
+        r: Request<NodePublishVolumeRequest>,
+    ) -> Result<Response<NodePublishVolumeResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.volume_id.clone();
+        traced("NodePublishVolume", &id, self.publish(r)).await
+    }
+
+    async fn node_unpublish_volume(
+        &self,
+        r: Request<NodeUnpublishVolumeRequest>,
+    ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.volume_id.clone();
+        traced("NodeUnpublishVolume", &id, self.unpublish(r)).await
+    }
+
+    async fn node_get_volume_stats(
+        &self,
+        r: Request<NodeGetVolumeStatsRequest>,
+    ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.volume_id.clone();
+        traced("NodeGetVolumeStats", &id, self.stats(r)).await
+    }
+
+    async fn node_get_volume_health(
+        &self,
+        r: Request<NodeGetVolumeHealthRequest>,
+    ) -> Result<Response<NodeGetVolumeHealthResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.volume_id.clone();
+        traced("NodeGetVolumeHealth", &id, self.health(r)).await
+    }
+
+    async fn node_get_storage_health(
+        &self,
+        _: Request<NodeGetStorageHealthRequest>,
+    ) -> Result<Response<NodeGetStorageHealthResponse>, Status> {
+        Err(
+            Error::Unimplemented("NodeGetStorageHealth is not offered (no GET_STORAGE_HEALTH capability)".into())
+                .into(),
+        )
+    }
+
+    async fn node_expand_volume(
+        &self,
+        r: Request<NodeExpandVolumeRequest>,
+    ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.volume_id.clone();
+        traced("NodeExpandVolume", &id, self.expand(r)).await
+    }
+
+    async fn node_get_capabilities(
+        &self,
+        _: Request<NodeGetCapabilitiesRequest>,
+    ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
+        let capabilities = CAPABILITIES
+            .iter()
+            .map(|t| NodeServiceCapability {
+                r#type: Some(node_service_capability::Type::Rpc(Rpc { r#type: *t as i32 })),
+            })
+            .collect();
+        Ok(Response::new(NodeGetCapabilitiesResponse { capabilities }))
+    }
+
+    async fn node_get_info(&self, _: Request<NodeGetInfoRequest>) -> Result<Response<NodeGetInfoResponse>, Status> {
+        Ok(Response::new(self.info()))
+    }
+}

@@ -1,0 +1,560 @@
+//! The Node service over gRPC on real loop devices, real ext4/xfs and real mounts, at the paths
+//! kubelet uses (under a temp root).
+
+mod support;
+
+use std::collections::HashMap;
+use std::os::unix::fs::FileTypeExt;
+
+use ebs_csi::csi::volume_capability::{AccessType, MountVolume, access_mode::Mode};
+use ebs_csi::csi::*;
+use support::*;
+use tonic::Code;
+
+fn fs_cap(fs: &str, mode: Mode) -> VolumeCapability {
+    let mut cap = mount_cap(mode);
+    cap.access_type = Some(AccessType::Mount(MountVolume {
+        fs_type: fs.into(),
+        ..Default::default()
+    }));
+    cap
+}
+
+/// A volume created and attached to node-1: (id, publish_context, volume_context).
+async fn attached(
+    d: &mut Driver,
+    name: &str,
+    gib: i64,
+    pairs: &[(&str, &str)],
+) -> (String, HashMap<String, String>, HashMap<String, String>) {
+    let v = d
+        .controller
+        .create_volume(create_req(name, gib, pairs))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let ctx = d
+        .controller
+        .controller_publish_volume(publish_req(&v.volume_id, NODE))
+        .await
+        .unwrap()
+        .into_inner()
+        .publish_context;
+    (v.volume_id, ctx, v.volume_context)
+}
+
+fn stage_req(
+    id: &str,
+    staging: &str,
+    ctx: &HashMap<String, String>,
+    cap: VolumeCapability,
+    vctx: &HashMap<String, String>,
+) -> NodeStageVolumeRequest {
+    NodeStageVolumeRequest {
+        volume_id: id.into(),
+        publish_context: ctx.clone(),
+        staging_target_path: staging.into(),
+        volume_capability: Some(cap),
+        volume_context: vctx.clone(),
+        ..Default::default()
+    }
+}
+
+fn publish_node_req(
+    id: &str,
+    staging: &str,
+    target: &str,
+    cap: VolumeCapability,
+    ctx: &HashMap<String, String>,
+    readonly: bool,
+) -> NodePublishVolumeRequest {
+    NodePublishVolumeRequest {
+        volume_id: id.into(),
+        publish_context: ctx.clone(),
+        staging_target_path: staging.into(),
+        target_path: target.into(),
+        volume_capability: Some(cap),
+        readonly,
+        ..Default::default()
+    }
+}
+
+fn fs_of(device: &str) -> String {
+    let out = std::process::Command::new("blkid")
+        .args(["-p", "-o", "value", "-s", "TYPE", device])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn bytes_usage(usage: &[VolumeUsage]) -> &VolumeUsage {
+    usage
+        .iter()
+        .find(|u| u.unit == volume_usage::Unit::Bytes as i32)
+        .expect("byte usage")
+}
+
+#[tokio::test]
+async fn node_info_and_capabilities() {
+    let mut d = Driver::start(&["--volume-attach-limit", "11"]).await;
+    let info = d.node.node_get_info(NodeGetInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.node_id, NODE);
+    assert_eq!(info.max_volumes_per_node, 11);
+    let seg = info.accessible_topology.unwrap().segments;
+    assert_eq!(seg["topology.ebs.csi.aws.com/zone"], ZONE);
+    assert_eq!(seg["topology.kubernetes.io/zone"], ZONE);
+    assert_eq!(seg["kubernetes.io/os"], "linux");
+    let caps = d
+        .node
+        .node_get_capabilities(NodeGetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    use node_service_capability::rpc::Type;
+    let have: Vec<i32> = caps
+        .capabilities
+        .iter()
+        .filter_map(|c| match &c.r#type {
+            Some(node_service_capability::Type::Rpc(r)) => Some(r.r#type),
+            _ => None,
+        })
+        .collect();
+    for t in [
+        Type::StageUnstageVolume,
+        Type::ExpandVolume,
+        Type::GetVolumeStats,
+        Type::SingleNodeMultiWriter,
+    ] {
+        assert!(have.contains(&(t as i32)), "{t:?}");
+    }
+}
+
+async fn life_cycle(fs: &str) {
+    let mut d = Driver::start(&[]).await;
+    let (id, ctx, vctx) = attached(&mut d, "pvc-life", 2, &[("csi.storage.k8s.io/fstype", fs)]).await;
+    let device = ctx["devicePath"].clone();
+    let staging = d.staging_path(&id);
+    let cap = fs_cap(fs, Mode::SingleNodeWriter);
+
+    d.node
+        .node_stage_volume(stage_req(&id, &staging, &ctx, cap.clone(), &vctx))
+        .await
+        .unwrap();
+    assert_eq!(fs_of(&device), fs, "formatted as asked");
+    // Staging again is a no-op success.
+    d.node
+        .node_stage_volume(stage_req(&id, &staging, &ctx, cap.clone(), &vctx))
+        .await
+        .unwrap();
+
+    let target = d.target_path("pod-1", "pvc-life", false);
+    d.node
+        .node_publish_volume(publish_node_req(&id, &staging, &target, cap.clone(), &ctx, false))
+        .await
+        .unwrap();
+    d.node
+        .node_publish_volume(publish_node_req(&id, &staging, &target, cap.clone(), &ctx, false))
+        .await
+        .unwrap();
+    std::fs::write(format!("{target}/index.html"), "hello").unwrap();
+    // The same target read-only is a conflicting publish.
+    assert_eq!(
+        code(
+            d.node
+                .node_publish_volume(publish_node_req(&id, &staging, &target, cap.clone(), &ctx, true))
+                .await
+        ),
+        Code::AlreadyExists
+    );
+
+    // A read-only publish elsewhere really is read-only.
+    let ro = d.target_path("pod-2", "pvc-life", false);
+    d.node
+        .node_publish_volume(publish_node_req(&id, &staging, &ro, cap.clone(), &ctx, true))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(format!("{ro}/index.html")).unwrap(), "hello");
+    let err = std::fs::write(format!("{ro}/other"), "x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+
+    let stats = d
+        .node
+        .node_get_volume_stats(NodeGetVolumeStatsRequest {
+            volume_id: id.clone(),
+            volume_path: target.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let b = bytes_usage(&stats.usage);
+    assert!(b.total > GIB && b.total <= 2 * GIB, "{b:?}");
+    assert!(b.used > 0 && b.available > 0);
+    assert!(
+        stats
+            .usage
+            .iter()
+            .any(|u| u.unit == volume_usage::Unit::Inodes as i32 && u.total > 0)
+    );
+
+    // Online expansion: controller, then node.
+    let expand = ControllerExpandVolumeRequest {
+        volume_id: id.clone(),
+        capacity_range: Some(CapacityRange {
+            required_bytes: 4 * GIB,
+            limit_bytes: 0,
+        }),
+        volume_capability: Some(cap.clone()),
+        ..Default::default()
+    };
+    let r = d
+        .controller
+        .controller_expand_volume(expand)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.node_expansion_required);
+    let nr = d
+        .node
+        .node_expand_volume(NodeExpandVolumeRequest {
+            volume_id: id.clone(),
+            volume_path: target.clone(),
+            capacity_range: Some(CapacityRange {
+                required_bytes: 4 * GIB,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(nr.capacity_bytes, 4 * GIB);
+    let after = d
+        .node
+        .node_get_volume_stats(NodeGetVolumeStatsRequest {
+            volume_id: id.clone(),
+            volume_path: target.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(bytes_usage(&after.usage).total > 3 * GIB, "{:?}", after.usage);
+
+    for t in [&target, &ro] {
+        d.node
+            .node_unpublish_volume(NodeUnpublishVolumeRequest {
+                volume_id: id.clone(),
+                target_path: t.clone(),
+            })
+            .await
+            .unwrap();
+        assert!(!std::path::Path::new(t).exists(), "the target is removed");
+        d.node
+            .node_unpublish_volume(NodeUnpublishVolumeRequest {
+                volume_id: id.clone(),
+                target_path: t.clone(),
+            })
+            .await
+            .unwrap();
+    }
+    let unstage = NodeUnstageVolumeRequest {
+        volume_id: id.clone(),
+        staging_target_path: staging.clone(),
+    };
+    d.node.node_unstage_volume(unstage.clone()).await.unwrap();
+    d.node.node_unstage_volume(unstage).await.unwrap();
+    assert!(mounts_under(d.dir.path()).is_empty());
+
+    // Staged again: never reformatted, the page is still there.
+    d.node
+        .node_stage_volume(stage_req(&id, &staging, &ctx, cap.clone(), &vctx))
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(format!("{staging}/index.html")).unwrap(),
+        "hello"
+    );
+    d.node
+        .node_unstage_volume(NodeUnstageVolumeRequest {
+            volume_id: id.clone(),
+            staging_target_path: staging,
+        })
+        .await
+        .unwrap();
+    d.controller
+        .controller_unpublish_volume(unpublish_req(&id, NODE))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn ext4_life_cycle() {
+    life_cycle("ext4").await;
+}
+
+#[tokio::test]
+async fn xfs_life_cycle() {
+    life_cycle("xfs").await;
+}
+
+#[tokio::test]
+async fn raw_block_publish_binds_the_device() {
+    let mut d = Driver::start(&[]).await;
+    let (id, ctx, _) = attached(&mut d, "pvc-block", 1, &[]).await;
+    let cap = block_cap(Mode::SingleNodeWriter);
+    let staging = d.staging_path(&id);
+    d.node
+        .node_stage_volume(stage_req(&id, &staging, &ctx, cap.clone(), &HashMap::new()))
+        .await
+        .unwrap();
+    let target = d.target_path("pod-b", "pvc-block", true);
+    d.node
+        .node_publish_volume(publish_node_req(&id, &staging, &target, cap.clone(), &ctx, false))
+        .await
+        .unwrap();
+    d.node
+        .node_publish_volume(publish_node_req(&id, &staging, &target, cap.clone(), &ctx, false))
+        .await
+        .unwrap();
+    assert!(std::fs::metadata(&target).unwrap().file_type().is_block_device());
+    assert_eq!(fs_of(&ctx["devicePath"]), "", "a block volume is never formatted");
+    let stats = d
+        .node
+        .node_get_volume_stats(NodeGetVolumeStatsRequest {
+            volume_id: id.clone(),
+            volume_path: target.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bytes_usage(&stats.usage).total, GIB);
+    d.node
+        .node_unpublish_volume(NodeUnpublishVolumeRequest {
+            volume_id: id.clone(),
+            target_path: target.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(!std::path::Path::new(&target).exists());
+    d.controller
+        .controller_unpublish_volume(unpublish_req(&id, NODE))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_device_of_another_volume_is_never_formatted_or_mounted() {
+    let mut d = Driver::start(&[]).await;
+    let (a, ctx_a, _) = attached(&mut d, "pvc-a", 1, &[]).await;
+    let (b, ctx_b, _) = attached(&mut d, "pvc-b", 1, &[]).await;
+    // Volume a's stage is handed volume b's device.
+    let staging = d.staging_path(&a);
+    let err = d
+        .node
+        .node_stage_volume(stage_req(&a, &staging, &ctx_b, rwo(), &HashMap::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains(&a) && err.message().contains(&ctx_b["devicePath"]),
+        "{}",
+        err.message()
+    );
+    assert_eq!(fs_of(&ctx_b["devicePath"]), "", "volume b untouched");
+    assert!(mounts_under(d.dir.path()).is_empty());
+    // A device that is not a loop device at all.
+    let bogus = HashMap::from([("devicePath".to_string(), "/dev/sda".to_string())]);
+    assert_eq!(
+        code(
+            d.node
+                .node_stage_volume(stage_req(&a, &staging, &bogus, rwo(), &HashMap::new()))
+                .await
+        ),
+        Code::FailedPrecondition
+    );
+    // Not attached: no device to find.
+    d.controller
+        .controller_unpublish_volume(unpublish_req(&a, NODE))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            d.node
+                .node_stage_volume(stage_req(&a, &staging, &ctx_a, rwo(), &HashMap::new()))
+                .await
+        ),
+        Code::FailedPrecondition
+    );
+    d.controller
+        .controller_unpublish_volume(unpublish_req(&b, NODE))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn bad_node_requests() {
+    let mut d = Driver::start(&[]).await;
+    let (id, ctx, _) = attached(&mut d, "pvc-bad", 1, &[]).await;
+    let good = d.staging_path(&id);
+    let cases = [
+        (
+            "relative staging",
+            stage_req(&id, "relative/globalmount", &ctx, rwo(), &HashMap::new()),
+            Code::InvalidArgument,
+        ),
+        (
+            "dotdot staging",
+            stage_req(&id, &format!("{good}/../../etc"), &ctx, rwo(), &HashMap::new()),
+            Code::InvalidArgument,
+        ),
+        (
+            "no volume id",
+            stage_req("", &good, &ctx, rwo(), &HashMap::new()),
+            Code::InvalidArgument,
+        ),
+        (
+            "unknown volume",
+            stage_req("vol-0123456789abcdef0", &good, &HashMap::new(), rwo(), &HashMap::new()),
+            Code::FailedPrecondition,
+        ),
+        (
+            "garbage volume",
+            stage_req("../../x", &good, &HashMap::new(), rwo(), &HashMap::new()),
+            Code::NotFound,
+        ),
+    ];
+    for (what, req, want) in cases {
+        assert_eq!(code(d.node.node_stage_volume(req).await), want, "{what}");
+    }
+    let mut no_cap = stage_req(&id, &good, &ctx, rwo(), &HashMap::new());
+    no_cap.volume_capability = None;
+    assert_eq!(code(d.node.node_stage_volume(no_cap).await), Code::InvalidArgument);
+    // Publishing a volume that was never staged.
+    let target = d.target_path("pod-x", "pvc-bad", false);
+    assert_eq!(
+        code(
+            d.node
+                .node_publish_volume(publish_node_req(&id, &good, &target, rwo(), &ctx, false))
+                .await
+        ),
+        Code::FailedPrecondition
+    );
+    let stats = NodeGetVolumeStatsRequest {
+        volume_id: id.clone(),
+        volume_path: format!("{good}/nowhere"),
+        ..Default::default()
+    };
+    assert_eq!(code(d.node.node_get_volume_stats(stats).await), Code::NotFound);
+    assert!(mounts_under(d.dir.path()).is_empty());
+    d.controller
+        .controller_unpublish_volume(unpublish_req(&id, NODE))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn restore_into_a_larger_volume_grows_the_filesystem_at_stage() {
+    let mut d = Driver::start(&[]).await;
+    let (id, ctx, vctx) = attached(&mut d, "pvc-src", 1, &[]).await;
+    let staging = d.staging_path(&id);
+    d.node
+        .node_stage_volume(stage_req(
+            &id,
+            &staging,
+            &ctx,
+            fs_cap("ext4", Mode::SingleNodeWriter),
+            &vctx,
+        ))
+        .await
+        .unwrap();
+    std::fs::write(format!("{staging}/page"), "kept").unwrap();
+    d.node
+        .node_unstage_volume(NodeUnstageVolumeRequest {
+            volume_id: id.clone(),
+            staging_target_path: staging,
+        })
+        .await
+        .unwrap();
+    let snap = d
+        .controller
+        .create_snapshot(CreateSnapshotRequest {
+            source_volume_id: id.clone(),
+            name: "s".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    d.controller
+        .controller_unpublish_volume(unpublish_req(&id, NODE))
+        .await
+        .unwrap();
+
+    let mut req = create_req("pvc-restored", 3, &[]);
+    req.volume_content_source = Some(VolumeContentSource {
+        r#type: Some(volume_content_source::Type::Snapshot(
+            volume_content_source::SnapshotSource {
+                snapshot_id: snap.snapshot_id,
+            },
+        )),
+    });
+    let r = d
+        .controller
+        .create_volume(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let ctx = d
+        .controller
+        .controller_publish_volume(publish_req(&r.volume_id, NODE))
+        .await
+        .unwrap()
+        .into_inner()
+        .publish_context;
+    let staging = d.staging_path(&r.volume_id);
+    d.node
+        .node_stage_volume(stage_req(
+            &r.volume_id,
+            &staging,
+            &ctx,
+            fs_cap("ext4", Mode::SingleNodeWriter),
+            &r.volume_context,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(format!("{staging}/page")).unwrap(), "kept");
+    let stats = d
+        .node
+        .node_get_volume_stats(NodeGetVolumeStatsRequest {
+            volume_id: r.volume_id.clone(),
+            volume_path: staging.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        bytes_usage(&stats.usage).total > 2 * GIB,
+        "grown to the 3 GiB device: {:?}",
+        stats.usage
+    );
+    d.node
+        .node_unstage_volume(NodeUnstageVolumeRequest {
+            volume_id: r.volume_id.clone(),
+            staging_target_path: staging,
+        })
+        .await
+        .unwrap();
+    d.controller
+        .controller_unpublish_volume(unpublish_req(&r.volume_id, NODE))
+        .await
+        .unwrap();
+}
