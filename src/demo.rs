@@ -258,9 +258,41 @@ impl Demo {
             volume_capability: Some(capability()),
             ..Default::default()
         };
-        self.node.node_expand_volume(req).await.map_err(status)?;
-        let stats = self.stats(&id, &target).await?;
-        self.step("Expand to 20Gi", "PUBLISHED", &format!("controller then node; {stats}"));
+        let target = match self.node.node_expand_volume(req).await {
+            Ok(_) => {
+                let stats = self.stats(&id, &target).await?;
+                self.step(
+                    "Expand to 20Gi",
+                    "PUBLISHED",
+                    &format!("online, controller then node; {stats}"),
+                );
+                target
+            }
+            // Growing a mounted ext4 needs CAP_SYS_RESOURCE (a privileged node pod has it). Without
+            // it, do what kubelet does for offline expansion: the pod goes, the volume is staged
+            // again, and staging grows the filesystem.
+            Err(e) if e.message().contains("CAP_SYS_RESOURCE") => {
+                self.step(
+                    "NodeExpandVolume",
+                    "PUBLISHED",
+                    "online ext4 growth needs CAP_SYS_RESOURCE, which this host lacks; expanding offline",
+                );
+                self.take_down().await?;
+                let target = self.bring_up(&v, &pv).await?;
+                let stats = self.stats(&id, &target).await?;
+                self.step(
+                    "Expand to 20Gi",
+                    "PUBLISHED",
+                    &format!("offline, grown at stage; {stats}"),
+                );
+                target
+            }
+            Err(e) => return Err(status(e)),
+        };
+        let back = std::fs::read_to_string(target.join("index.html")).unwrap_or_default();
+        if back != PAGE {
+            return Err(Error::Internal("the page is gone after the expansion".into()));
+        }
 
         let req = CreateSnapshotRequest {
             source_volume_id: id.clone(),
@@ -329,72 +361,80 @@ impl Demo {
         })
     }
 
+    /// Unmakes one thing and prints the step.
+    async fn undo(&mut self, undo: Undo) -> Result<()> {
+        let (what, state, id, result) = match undo {
+            Undo::Publish(id, target) => {
+                let r = self
+                    .node
+                    .node_unpublish_volume(NodeUnpublishVolumeRequest {
+                        volume_id: id.clone(),
+                        target_path: target,
+                    })
+                    .await;
+                ("NodeUnpublishVolume", "VOL_READY", id, r.map(drop))
+            }
+            Undo::Stage(id, staging) => {
+                let req = NodeUnstageVolumeRequest {
+                    volume_id: id.clone(),
+                    staging_target_path: staging,
+                };
+                let r = self.node.node_unstage_volume(req).await;
+                ("NodeUnstageVolume", "NODE_READY", id, r.map(drop))
+            }
+            Undo::Attach(id) => {
+                let req = ControllerUnpublishVolumeRequest {
+                    volume_id: id.clone(),
+                    node_id: NODE.into(),
+                    ..Default::default()
+                };
+                let r = self.controller.controller_unpublish_volume(req).await;
+                ("ControllerUnpublishVolume", "CREATED", id, r.map(drop))
+            }
+            Undo::Snapshot(id) => {
+                let req = DeleteSnapshotRequest {
+                    snapshot_id: id.clone(),
+                    ..Default::default()
+                };
+                let r = self.controller.delete_snapshot(req).await;
+                ("DeleteSnapshot", "", id, r.map(drop))
+            }
+            Undo::Volume(id) => {
+                let req = DeleteVolumeRequest {
+                    volume_id: id.clone(),
+                    ..Default::default()
+                };
+                let r = self.controller.delete_volume(req).await;
+                ("DeleteVolume", "deleted", id, r.map(drop))
+            }
+        };
+        match result {
+            Ok(()) => {
+                self.step(what, state, &id);
+                Ok(())
+            }
+            Err(e) => {
+                self.step(what, "FAILED", &format!("{id}: {:?}: {}", e.code(), e.message()));
+                Err(status(e))
+            }
+        }
+    }
+
+    /// Takes the pod and the staging mount of the newest volume down (kubelet's offline path).
+    async fn take_down(&mut self) -> Result<()> {
+        while let Some(Undo::Publish(..) | Undo::Stage(..)) = self.made.last() {
+            if let Some(u) = self.made.pop() {
+                self.undo(u).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Unmakes everything, newest first; keeps going past failures and reports them.
     async fn teardown(&mut self) -> bool {
         let mut clean = true;
         while let Some(undo) = self.made.pop() {
-            let (what, result) = match undo {
-                Undo::Publish(id, target) => {
-                    let r = self
-                        .node
-                        .node_unpublish_volume(NodeUnpublishVolumeRequest {
-                            volume_id: id.clone(),
-                            target_path: target,
-                        })
-                        .await;
-                    (("NodeUnpublishVolume", "VOL_READY", id), r.map(drop))
-                }
-                Undo::Stage(id, staging) => {
-                    let r = self
-                        .node
-                        .node_unstage_volume(NodeUnstageVolumeRequest {
-                            volume_id: id.clone(),
-                            staging_target_path: staging,
-                        })
-                        .await;
-                    (("NodeUnstageVolume", "NODE_READY", id), r.map(drop))
-                }
-                Undo::Attach(id) => {
-                    let req = ControllerUnpublishVolumeRequest {
-                        volume_id: id.clone(),
-                        node_id: NODE.into(),
-                        ..Default::default()
-                    };
-                    let r = self.controller.controller_unpublish_volume(req).await;
-                    (("ControllerUnpublishVolume", "CREATED", id), r.map(drop))
-                }
-                Undo::Snapshot(id) => {
-                    let r = self
-                        .controller
-                        .delete_snapshot(DeleteSnapshotRequest {
-                            snapshot_id: id.clone(),
-                            ..Default::default()
-                        })
-                        .await;
-                    (("DeleteSnapshot", "", id), r.map(drop))
-                }
-                Undo::Volume(id) => {
-                    let r = self
-                        .controller
-                        .delete_volume(DeleteVolumeRequest {
-                            volume_id: id.clone(),
-                            ..Default::default()
-                        })
-                        .await;
-                    (("DeleteVolume", "deleted", id), r.map(drop))
-                }
-            };
-            match result {
-                Ok(()) => self.step(what.0, what.1, &what.2),
-                Err(e) => {
-                    clean = false;
-                    self.step(
-                        what.0,
-                        "FAILED",
-                        &format!("{}: {:?}: {}", what.2, e.code(), e.message()),
-                    );
-                }
-            }
+            clean &= self.undo(undo).await.is_ok();
         }
         clean
     }

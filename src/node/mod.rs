@@ -172,12 +172,17 @@ impl NodeService {
                 )));
             }
         }
-        mount::mount_device(&device, &staging, &fs, &m.mount_flags)?;
-        // Restored from a smaller snapshot, or grown while detached: fill the device.
+        // Restored from a smaller snapshot, or grown while detached: fill the device. ext* grows
+        // before it is mounted (no privilege needed), xfs only once mounted.
         let device_size = resize::device_size(&device)?;
-        let fs_size = resize::filesystem_size(&device, &fs, Some(&staging)).await?;
-        if fs_size < device_size {
-            info!(volume = %id, fs_size, device_size, "growing the filesystem to its device");
+        let is_ext = fs.starts_with("ext");
+        if is_ext && resize::filesystem_size(&device, &fs, None).await? < device_size {
+            info!(volume = %id, device_size, "growing the filesystem to its device before mounting");
+            resize::grow_unmounted_ext(&device).await?;
+        }
+        mount::mount_device(&device, &staging, &fs, &m.mount_flags)?;
+        if !is_ext && resize::filesystem_size(&device, &fs, Some(&staging)).await? < device_size {
+            info!(volume = %id, device_size, "growing the filesystem to its device");
             resize::grow(&device, &fs, &staging).await?;
         }
         info!(volume = %id, device = %device.display(), staging = %staging.display(), fs, "staged");

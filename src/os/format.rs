@@ -113,7 +113,10 @@ pub fn mkfs_args(fs: &str, device: &Path, opts: &MkfsOptions) -> Result<(String,
                 ));
             }
             // -F: mke2fs asks for confirmation on a whole disk, and nobody is there to answer.
+            // -m0: no blocks reserved for root; a volume's capacity is its user's (as the Go
+            // driver formats).
             args.push("-F".into());
+            args.push("-m0".into());
             add(&mut args, "-b", "blockSize", opts.block_size.map(u64::from), number)?;
             add(&mut args, "-I", "inodeSize", opts.inode_size.map(u64::from), number)?;
             add(
@@ -221,14 +224,25 @@ mod tests {
             ..Default::default()
         };
         let table: Vec<(&str, MkfsOptions, &str, Vec<&str>)> = vec![
-            ("ext4", MkfsOptions::default(), "mkfs.ext4", vec!["-F", "/dev/xvdb"]),
-            ("ext2", MkfsOptions::default(), "mkfs.ext2", vec!["-F", "/dev/xvdb"]),
+            (
+                "ext4",
+                MkfsOptions::default(),
+                "mkfs.ext4",
+                vec!["-F", "-m0", "/dev/xvdb"],
+            ),
+            (
+                "ext2",
+                MkfsOptions::default(),
+                "mkfs.ext2",
+                vec!["-F", "-m0", "/dev/xvdb"],
+            ),
             (
                 "ext3",
                 all_ext.clone(),
                 "mkfs.ext3",
                 vec![
                     "-F",
+                    "-m0",
                     "-b",
                     "4096",
                     "-I",
@@ -247,7 +261,7 @@ mod tests {
                     ..Default::default()
                 },
                 "mkfs.ext4",
-                vec!["-F", "-O", "bigalloc", "/dev/xvdb"],
+                vec!["-F", "-m0", "-O", "bigalloc", "/dev/xvdb"],
             ),
             (
                 "ext4",
@@ -258,7 +272,7 @@ mod tests {
                     ..Default::default()
                 },
                 "mkfs.ext4",
-                vec!["-F", "-b", "1024", "-O", "bigalloc", "-C", "65536", "/dev/xvdb"],
+                vec!["-F", "-m0", "-b", "1024", "-O", "bigalloc", "-C", "65536", "/dev/xvdb"],
             ),
             ("xfs", MkfsOptions::default(), "mkfs.xfs", vec!["-f", "/dev/xvdb"]),
             (

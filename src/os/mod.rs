@@ -18,6 +18,15 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    run_accepting(program, args, &[0]).await
+}
+
+/// As [`run`], with the exit codes that count as success (e2fsck's 1 means "errors fixed").
+pub async fn run_accepting<I, S>(program: &str, args: I, ok_codes: &[i32]) -> Result<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
     let output = tokio::process::Command::new(program)
         .args(&args)
@@ -26,7 +35,7 @@ where
         .output()
         .await
         .map_err(|e| Error::internal(format!("cannot run {program}"), e))?;
-    if !output.status.success() {
+    if !output.status.code().is_some_and(|c| ok_codes.contains(&c)) {
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(Error::Internal(format!(
             "{program} {} failed ({}): {}",

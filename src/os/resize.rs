@@ -86,6 +86,16 @@ pub async fn grow(device: &Path, fs: &str, mount_path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Grows an ext2/3/4 filesystem that is not mounted: checked first (resize2fs insists), then
+/// grown by writing the device directly, which needs no CAP_SYS_RESOURCE, unlike an online grow.
+pub async fn grow_unmounted_ext(device: &Path) -> Result<()> {
+    require(device)?;
+    // e2fsck: 0 clean, 1 errors fixed; anything else leaves the filesystem alone.
+    super::run_accepting("e2fsck", ["-f".as_ref(), "-p".as_ref(), device.as_os_str()], &[0, 1]).await?;
+    super::run("resize2fs", [device]).await?;
+    Ok(())
+}
+
 fn unknown_fs(fs: &str) -> Error {
     Error::InvalidArgument(format!(
         "filesystem type {fs:?} is not supported; use ext2, ext3, ext4 or xfs"
