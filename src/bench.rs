@@ -64,33 +64,195 @@ pub async fn create_volume(dir: &Path, sizes: &[usize], samples: usize) -> Resul
     Ok(out)
 }
 
-/// Resident memory of an idle `serve` process, in KiB, read from /proc once it is listening.
-pub fn idle_rss_kib(dir: &Path) -> Result<u64> {
-    let exe = std::env::current_exe().map_err(|e| Error::internal("cannot find this binary", e))?;
-    let sock = dir.join("csi.sock");
-    let mut child = std::process::Command::new(exe)
-        .arg("serve")
-        .arg("--endpoint")
-        .arg(format!("unix://{}", sock.display()))
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .arg("--node-id")
-        .arg("bench-node")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| Error::internal("cannot start serve", e))?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !sock.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
+/// A `serve --mode all` process on a socket in `dir`, for the benchmarks that go through gRPC.
+struct Served {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Served {
+    async fn start(dir: &Path) -> Result<Self> {
+        let exe = std::env::current_exe().map_err(|e| Error::internal("cannot find this binary", e))?;
+        let sock = dir.join("csi.sock");
+        let child = std::process::Command::new(exe)
+            .args([
+                "serve",
+                "--mode",
+                "all",
+                "--node-id",
+                "bench-node",
+                "--zone",
+                "local-1a",
+            ])
+            .arg("--endpoint")
+            .arg(format!("unix://{}", sock.display()))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| Error::internal("cannot start serve", e))?;
+        let served = Served {
+            child,
+            endpoint: format!("unix://{}", sock.display()),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while crate::client::connect(&served.endpoint).await.is_err() {
+            if Instant::now() > deadline {
+                return Err(Error::Unavailable("serve did not start listening".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(served)
     }
-    std::thread::sleep(Duration::from_secs(1));
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
-    let _ = child.kill();
-    let _ = child.wait();
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident memory of an idle `serve` process, in KiB, read from /proc once it is listening.
+pub async fn idle_rss_kib(dir: &Path) -> Result<u64> {
+    let served = Served::start(dir).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", served.child.id())).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| Error::Internal("serve did not start, or /proc has no VmRSS".into()))
+        .ok_or_else(|| Error::Internal("/proc has no VmRSS for serve".into()))
+}
+
+fn grpc(s: tonic::Status) -> Error {
+    Error::Internal(format!("{:?}: {}", s.code(), s.message()))
+}
+
+/// One full cycle of a fresh 1 GiB ext4 volume through the driver, as the CO drives it.
+async fn driver_cycle(
+    controller: &mut crate::csi::controller_client::ControllerClient<tonic::transport::Channel>,
+    node: &mut crate::csi::node_client::NodeClient<tonic::transport::Channel>,
+    root: &Path,
+    n: usize,
+) -> Result<Duration> {
+    let cap = VolumeCapability {
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: "ext4".into(),
+            ..Default::default()
+        })),
+    };
+    let staging = root.join(format!("staging-{n}"));
+    let target = root.join(format!("target-{n}"));
+    let start = Instant::now();
+    let mut req = create_request(format!("cycle-{n}")).into_inner();
+    req.volume_capabilities = vec![cap.clone()];
+    let vol = controller
+        .create_volume(req)
+        .await
+        .map_err(grpc)?
+        .into_inner()
+        .volume
+        .unwrap_or_default();
+    let id = vol.volume_id;
+    let publish = ControllerPublishVolumeRequest {
+        volume_id: id.clone(),
+        node_id: "bench-node".into(),
+        volume_capability: Some(cap.clone()),
+        ..Default::default()
+    };
+    let ctx = controller
+        .controller_publish_volume(publish)
+        .await
+        .map_err(grpc)?
+        .into_inner()
+        .publish_context;
+    let stage = NodeStageVolumeRequest {
+        volume_id: id.clone(),
+        publish_context: ctx.clone(),
+        staging_target_path: staging.display().to_string(),
+        volume_capability: Some(cap.clone()),
+        ..Default::default()
+    };
+    node.node_stage_volume(stage).await.map_err(grpc)?;
+    let publish = NodePublishVolumeRequest {
+        volume_id: id.clone(),
+        publish_context: ctx,
+        staging_target_path: staging.display().to_string(),
+        target_path: target.display().to_string(),
+        volume_capability: Some(cap),
+        ..Default::default()
+    };
+    node.node_publish_volume(publish).await.map_err(grpc)?;
+    let unpublish = NodeUnpublishVolumeRequest {
+        volume_id: id.clone(),
+        target_path: target.display().to_string(),
+    };
+    node.node_unpublish_volume(unpublish).await.map_err(grpc)?;
+    let unstage = NodeUnstageVolumeRequest {
+        volume_id: id.clone(),
+        staging_target_path: staging.display().to_string(),
+    };
+    node.node_unstage_volume(unstage).await.map_err(grpc)?;
+    let detach = ControllerUnpublishVolumeRequest {
+        volume_id: id.clone(),
+        node_id: "bench-node".into(),
+        ..Default::default()
+    };
+    controller.controller_unpublish_volume(detach).await.map_err(grpc)?;
+    controller
+        .delete_volume(DeleteVolumeRequest {
+            volume_id: id,
+            ..Default::default()
+        })
+        .await
+        .map_err(grpc)?;
+    Ok(start.elapsed())
+}
+
+/// The same work with the raw commands: truncate, losetup, mkfs.ext4 -F -m0, mount, bind mount,
+/// two umounts, losetup -d (and removing the image, as DeleteVolume does).
+async fn raw_cycle(root: &Path, n: usize) -> Result<Duration> {
+    use crate::os::run;
+    let image = root.join(format!("raw-{n}.img"));
+    let (staging, target) = (
+        root.join(format!("raw-staging-{n}")),
+        root.join(format!("raw-target-{n}")),
+    );
+    for d in [&staging, &target] {
+        std::fs::create_dir_all(d).map_err(|e| Error::internal("mkdir", e))?;
+    }
+    let start = Instant::now();
+    run("truncate", ["-s".as_ref(), "1G".as_ref(), image.as_os_str()]).await?;
+    let dev = run("losetup", ["--find".as_ref(), "--show".as_ref(), image.as_os_str()]).await?;
+    let dev = dev.trim().to_owned();
+    run("mkfs.ext4", ["-F", "-m0", dev.as_str()]).await?;
+    run("mount", [dev.as_ref(), staging.as_os_str()]).await?;
+    run("mount", ["--bind".as_ref(), staging.as_os_str(), target.as_os_str()]).await?;
+    run("umount", [target.as_os_str()]).await?;
+    run("umount", [staging.as_os_str()]).await?;
+    run("losetup", ["-d", dev.as_str()]).await?;
+    std::fs::remove_file(&image).map_err(|e| Error::internal("rm", e))?;
+    Ok(start.elapsed())
+}
+
+/// Median cycle time through the driver and with raw commands, interleaved run by run so both
+/// see the same machine.
+pub async fn cycle(dir: &Path, runs: usize) -> Result<(Duration, Duration)> {
+    let served = Served::start(dir).await?;
+    let channel = crate::client::connect(&served.endpoint).await?;
+    let mut controller = crate::csi::controller_client::ControllerClient::new(channel.clone());
+    let mut node = crate::csi::node_client::NodeClient::new(channel);
+    let root = dir.join("mnt");
+    std::fs::create_dir_all(&root).map_err(|e| Error::internal("mkdir", e))?;
+    let (mut driver, mut raw) = (Vec::new(), Vec::new());
+    for n in 0..runs {
+        driver.push(driver_cycle(&mut controller, &mut node, &root, n).await?);
+        raw.push(raw_cycle(&root, n).await?);
+    }
+    Ok((median(driver), median(raw)))
 }

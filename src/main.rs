@@ -28,7 +28,8 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
-    /// Measure: CreateVolume latency as the local store grows, and idle memory.
+    /// Measure: CreateVolume latency as the local store grows, a full volume cycle against the
+    /// raw commands, and idle memory. Needs root (loop devices, mounts).
     Bench {
         /// Store sizes (existing volumes) at which CreateVolume is timed.
         #[arg(long, value_delimiter = ',', default_value = "10,10000")]
@@ -36,6 +37,9 @@ enum Command {
         /// Creates timed at each size.
         #[arg(long, default_value_t = 200)]
         samples: usize,
+        /// Full cycles (driver and raw commands each) to time.
+        #[arg(long, default_value_t = 30)]
+        cycles: usize,
     },
     /// Call a running driver: a few CSI calls, for trying it by hand.
     Client {
@@ -175,7 +179,7 @@ async fn client(endpoint: &str, call: Call) -> Result<(), Box<dyn std::error::Er
     Ok(())
 }
 
-async fn bench(existing: &[usize], samples: usize) -> Result<(), Box<dyn std::error::Error>> {
+async fn bench(existing: &[usize], samples: usize, cycles: usize) -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile_dir()?;
     let result = async {
         let figures = ebs_csi::bench::create_volume(&dir.join("create"), existing, samples).await?;
@@ -188,7 +192,14 @@ async fn bench(existing: &[usize], samples: usize) -> Result<(), Box<dyn std::er
                 median.as_secs_f64() * 1e3
             );
         }
-        let rss = ebs_csi::bench::idle_rss_kib(&dir.join("rss"))?;
+        let (driver, raw) = ebs_csi::bench::cycle(&dir.join("cycle"), cycles).await?;
+        println!(
+            "full cycle of a fresh 1 GiB ext4 volume, median of {cycles}: driver {:.1} ms, raw commands {:.1} ms ({:.2} x)",
+            driver.as_secs_f64() * 1e3,
+            raw.as_secs_f64() * 1e3,
+            driver.as_secs_f64() / raw.as_secs_f64().max(1e-9)
+        );
+        let rss = ebs_csi::bench::idle_rss_kib(&dir.join("rss")).await?;
         println!(
             "idle RSS of `serve --mode all --backend local`: {:.1} MiB",
             rss as f64 / 1024.0
@@ -223,7 +234,11 @@ async fn main() -> ExitCode {
             }
         }
         Command::Demo { keep } => ExitCode::from(ebs_csi::demo::run(keep).await as u8),
-        Command::Bench { existing, samples } => match bench(&existing, samples).await {
+        Command::Bench {
+            existing,
+            samples,
+            cycles,
+        } => match bench(&existing, samples, cycles).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ebs-csi: {e}");

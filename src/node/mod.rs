@@ -159,29 +159,31 @@ impl NodeService {
             )));
         }
         create_dir(&staging)?;
-        match format::filesystem_of(&device).await? {
+        let formatted = match format::filesystem_of(&device).await? {
             None => {
                 info!(volume = %id, device = %device.display(), fs, "formatting a blank device");
                 format::mkfs(&fs, &device, &mkfs_options(&req.volume_context)?).await?;
+                true
             }
-            Some(found) if found == fs => {}
+            Some(found) if found == fs => false,
             Some(found) => {
                 return Err(Error::FailedPrecondition(format!(
                     "volume {id} ({}) already holds {found}, not {fs}; it is never reformatted",
                     device.display()
                 )));
             }
-        }
-        // Restored from a smaller snapshot, or grown while detached: fill the device. ext* grows
-        // before it is mounted (no privilege needed), xfs only once mounted.
-        let device_size = resize::device_size(&device)?;
+        };
+        // An existing filesystem may be smaller than its device (restored from a smaller
+        // snapshot, or grown while detached): fill the device. ext* grows before it is mounted
+        // (no privilege needed), xfs only once mounted. A fresh one already fills it.
+        let device_size = if formatted { 0 } else { resize::device_size(&device)? };
         let is_ext = fs.starts_with("ext");
-        if is_ext && resize::filesystem_size(&device, &fs, None).await? < device_size {
+        if !formatted && is_ext && resize::filesystem_size(&device, &fs, None).await? < device_size {
             info!(volume = %id, device_size, "growing the filesystem to its device before mounting");
             resize::grow_unmounted_ext(&device).await?;
         }
         mount::mount_device(&device, &staging, &fs, &m.mount_flags)?;
-        if !is_ext && resize::filesystem_size(&device, &fs, Some(&staging)).await? < device_size {
+        if !formatted && !is_ext && resize::filesystem_size(&device, &fs, Some(&staging)).await? < device_size {
             info!(volume = %id, device_size, "growing the filesystem to its device");
             resize::grow(&device, &fs, &staging).await?;
         }
