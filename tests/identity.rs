@@ -115,3 +115,45 @@ fn aws_backend_says_it_is_not_built_yet() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_volume_on_every_line_of_a_call() {
+    let mut d = Driver::start(&["--logging-format", "json"]).await;
+    let req = support::create_req("pvc-logged", 1, &[]);
+    let v = d
+        .controller
+        .create_volume(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let bad = DeleteVolumeRequest {
+        volume_id: String::new(),
+        ..Default::default()
+    };
+    assert!(d.controller.delete_volume(bad).await.is_err());
+    let log = std::fs::read_to_string(d.dir.path().join("driver.log")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let create_lines: Vec<_> = lines
+        .iter()
+        .filter(|l| l["span"]["method"] == "CreateVolume" || l["spans"].to_string().contains("CreateVolume"))
+        .collect();
+    assert!(!create_lines.is_empty(), "no CreateVolume lines in:\n{log}");
+    for l in &create_lines {
+        assert!(
+            l.to_string().contains("pvc-logged"),
+            "a CreateVolume line without its volume: {l}"
+        );
+    }
+    assert!(log.contains(&v.volume_id));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "WARN" && l.to_string().contains("DeleteVolume")),
+        "{log}"
+    );
+}

@@ -141,7 +141,7 @@ impl ControllerService {
     }
 
     /// The tags every new volume gets, before the StorageClass's own.
-    fn volume_tags(&self, name: &str, p: &CreateParams) -> Tags {
+    fn volume_tags(&self, name: &str, p: &CreateParams) -> Result<Tags> {
         let mut tags = self.opts.extra_tags.clone();
         tags.extend(p.tags.clone());
         tags.insert(VOLUME_NAME_TAG.into(), name.into());
@@ -158,7 +158,14 @@ impl ControllerService {
                 tags.insert(key.into(), v.clone());
             }
         }
-        tags
+        if tags.len() > params::MAX_USER_TAGS {
+            return Err(Error::InvalidArgument(format!(
+                "volume {name:?} would carry {} tags (the driver's, --extra-tags and tagSpecification_N); EBS allows {}",
+                tags.len(),
+                params::MAX_USER_TAGS
+            )));
+        }
+        Ok(tags)
     }
 
     async fn create_volume(&self, req: CreateVolumeRequest) -> Result<CreateVolumeResponse> {
@@ -217,6 +224,9 @@ impl ControllerService {
                 self.zones(|t| t.choose(req_topology, &fallback))?
             }
         };
+        // EBS takes an initialization rate only for a volume restored from a snapshot.
+        let restoring = matches!(source, Some(VolumeSource::Snapshot(_)));
+        let initialization_rate = p.volume_initialization_rate.filter(|_| restoring);
         let spec = VolumeSpec {
             size_gib,
             volume_type: p.volume_type,
@@ -227,8 +237,8 @@ impl ControllerService {
             zone,
             multi_attach,
             source,
-            initialization_rate: p.volume_initialization_rate,
-            tags: self.volume_tags(name, &p),
+            initialization_rate,
+            tags: self.volume_tags(name, &p)?,
         };
         let volume = self.cloud.create_volume(name, &spec).await?;
         info!(volume = %volume.id, name, zone = %volume.zone, size_gib = volume.size_gib, "CreateVolume done");
