@@ -747,8 +747,12 @@ async fn snapshots_restore_and_clone_carry_the_data() {
         .unwrap();
     assert_eq!(c.capacity_bytes, 2 * GIB, "a clone is at least as large as its source");
     for id in [&r.volume_id, &c.volume_id] {
-        let bytes = std::fs::read(d.volume_file(id)).unwrap();
-        assert_eq!(&bytes[1 << 20..(1 << 20) + payload.len()], payload, "{id}");
+        use std::io::Read;
+        let mut f = std::fs::File::open(d.volume_file(id)).unwrap();
+        f.seek(SeekFrom::Start(1 << 20)).unwrap();
+        let mut bytes = vec![0; payload.len()];
+        f.read_exact(&mut bytes).unwrap();
+        assert_eq!(bytes, payload, "{id}");
     }
 
     // Listing: by id, by source, paged.
