@@ -14,4 +14,5 @@ pub mod identity;
 pub mod inflight;
 pub mod node;
 pub mod os;
+pub mod rpc;
 pub mod server;

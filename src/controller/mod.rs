@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use tracing::{Instrument, info, info_span};
+use tracing::info;
 
 use self::params::{CreateParams, GIB, ModifyParams, VolumeType};
 use self::topology::Zones;
@@ -20,6 +20,7 @@ use crate::csi::volume_capability::AccessType;
 use crate::csi::{self, *};
 use crate::error::{Error, Result};
 use crate::inflight::InFlight;
+use crate::rpc::{require, traced};
 
 /// Tag keys the driver sets itself (users may not set them through tagSpecification).
 pub const VOLUME_NAME_TAG: &str = "CSIVolumeName";
@@ -57,13 +58,6 @@ pub struct ControllerService {
     cloud: Arc<dyn Cloud>,
     inflight: InFlight,
     opts: Options,
-}
-
-fn require<'a>(value: &'a str, field: &str) -> Result<&'a str> {
-    if value.is_empty() {
-        return Err(Error::InvalidArgument(format!("{field} is required")));
-    }
-    Ok(value)
 }
 
 fn bytes(gib: u64) -> i64 {
@@ -700,22 +694,6 @@ const CAPABILITIES: [RpcType; 16] = [
     RpcType::GetCapacity,
     RpcType::SingleNodeMultiWriter,
 ];
-
-/// Runs one RPC inside a span named for it, carrying the object id, and maps its error once.
-async fn traced<T>(
-    method: &'static str,
-    id: &str,
-    call: impl Future<Output = Result<T>>,
-) -> Result<Response<T>, Status> {
-    let span = info_span!("rpc", method, volume = %id);
-    match call.instrument(span.clone()).await {
-        Ok(v) => Ok(Response::new(v)),
-        Err(e) => {
-            span.in_scope(|| tracing::warn!(code = ?e.code(), error = %e, "{method} failed"));
-            Err(e.into())
-        }
-    }
-}
 
 #[tonic::async_trait]
 impl Controller for ControllerService {

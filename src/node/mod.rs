@@ -8,7 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::info;
 
 use self::device::DeviceLocator;
 use crate::capability::check_capability;
@@ -21,6 +21,7 @@ use crate::csi::*;
 use crate::error::{Error, Result};
 use crate::inflight::InFlight;
 use crate::os::{format, mount, resize, stats};
+use crate::rpc::{require, traced};
 
 /// Who this node is, as NodeGetInfo reports it.
 #[derive(Clone, Debug)]
@@ -34,13 +35,6 @@ pub struct NodeService {
     me: NodeIdentity,
     locator: Arc<dyn DeviceLocator>,
     inflight: InFlight,
-}
-
-fn require<'a>(value: &'a str, field: &str) -> Result<&'a str> {
-    if value.is_empty() {
-        return Err(Error::InvalidArgument(format!("{field} is required")));
-    }
-    Ok(value)
 }
 
 /// A path from the CO: required, absolute, and without `..`, so it names exactly one place.
@@ -407,21 +401,6 @@ const CAPABILITIES: [RpcType; 5] = [
     RpcType::GetVolumeHealth,
     RpcType::SingleNodeMultiWriter,
 ];
-
-async fn traced<T>(
-    method: &'static str,
-    id: &str,
-    call: impl Future<Output = Result<T>>,
-) -> Result<Response<T>, Status> {
-    let span = info_span!("rpc", method, volume = %id);
-    match call.instrument(span.clone()).await {
-        Ok(v) => Ok(Response::new(v)),
-        Err(e) => {
-            span.in_scope(|| warn!(code = ?e.code(), error = %e, "{method} failed"));
-            Err(e.into())
-        }
-    }
-}
 
 #[tonic::async_trait]
 impl Node for NodeService {
