@@ -612,3 +612,45 @@ async fn concurrent_duplicate_stages_mount_once() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn volume_health_sees_a_missing_mount() {
+    let mut d = Driver::start(&[]).await;
+    let (id, ctx, vctx) = attached(&mut d, "pvc-health", 1, &[]).await;
+    let staging = d.staging_path(&id);
+    d.node
+        .node_stage_volume(stage_req(&id, &staging, &ctx, rwo(), &vctx))
+        .await
+        .unwrap();
+    let req = NodeGetVolumeHealthRequest {
+        volume_id: id.clone(),
+        staging_target_path: staging.clone(),
+        ..Default::default()
+    };
+    let h = d
+        .node
+        .node_get_volume_health(req.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .volume_health
+        .unwrap();
+    assert!(h.health_statuses.is_empty(), "{h:?}");
+    // Unmounted behind the driver's back.
+    nix::mount::umount2(staging.as_str(), nix::mount::MntFlags::MNT_DETACH).unwrap();
+    let h = d
+        .node
+        .node_get_volume_health(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .volume_health
+        .unwrap();
+    assert_eq!(h.health_statuses.len(), 1);
+    assert_eq!(h.health_statuses[0].status, VolumeHealthErrorType::Inaccessible as i32);
+    assert_eq!(h.health_statuses[0].reason, "NotMounted");
+    d.controller
+        .controller_unpublish_volume(unpublish_req(&id, NODE))
+        .await
+        .unwrap();
+}
