@@ -17,6 +17,14 @@ fi
 modprobe loop 2>/dev/null || true
 [ -e /dev/loop-control ] || mknod -m 0660 /dev/loop-control c 10 237 2>/dev/null || true
 
+# moto's EC2 server, for the aws backend's tests, in a venv of its own.
+if [ ! -x .venv-test/bin/moto_server ]; then
+  echo "== installing moto[server] into .venv-test"
+  python3 -m venv .venv-test
+  .venv-test/bin/pip install -q "moto[server]"
+fi
+export MOTO_SERVER="$PWD/.venv-test/bin/moto_server"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -46,7 +46,7 @@ pub struct ServeArgs {
     /// Which CSI services to run.
     #[arg(long, value_enum, default_value = "all")]
     pub mode: Mode,
-    /// Where volumes come from.
+    /// Where volumes come from (aws: EC2, credentials from the default chain, e.g. IRSA).
     #[arg(long, value_enum, env = "EBS_CSI_BACKEND", default_value = "local")]
     pub backend: Backend,
     /// The local backend's state: its volume store, images and snapshots.
@@ -64,6 +64,18 @@ pub struct ServeArgs {
     /// How many volumes this node can have attached (default: the backend's figure).
     #[arg(long)]
     pub volume_attach_limit: Option<u32>,
+    /// This node's EC2 instance type (aws; default: from instance metadata).
+    #[arg(long)]
+    pub instance_type: Option<String>,
+    /// Serve Prometheus metrics (cloud API calls by operation) on this address, e.g. 0.0.0.0:3301.
+    #[arg(long)]
+    pub http_endpoint: Option<String>,
+    /// Where udev's by-id links are (aws node); tests point it at a tree of their own.
+    #[arg(long, env = "EBS_CSI_DEV_DISK_BY_ID", default_value = "/dev/disk/by-id", hide = true)]
+    pub dev_disk_by_id: PathBuf,
+    /// Where the block devices' sysfs entries are (aws node); tests point it at a tree of their own.
+    #[arg(long, env = "EBS_CSI_SYS_BLOCK", default_value = "/sys/block", hide = true)]
+    pub sys_block: PathBuf,
     /// The name the driver registers under.
     #[arg(long, default_value = "ebs.csi.aws.com")]
     pub driver_name: String,

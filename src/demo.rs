@@ -1,8 +1,12 @@
-//! `ebs-csi demo`: the seed's life cycle end to end on the local backend, every step a real
-//! gRPC call to a real driver process, playing the provisioner, attacher, resizer, snapshotter
-//! and kubelet with the calls and paths they use.
+//! `ebs-csi demo`: Kubernetes YAML played end to end on the local backend, every step a real
+//! gRPC call to a real driver process. The demo plays the external-provisioner, -attacher,
+//! -resizer and -snapshotter and kubelet with the calls, parameters, topology, volume
+//! capabilities and paths they use, for the objects in the YAML (src/manifest.rs reads and checks
+//! them first). With no files it plays the seed's: examples/seed/ and examples/seed/day-2/,
+//! built into the binary.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,16 +14,68 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
+use crate::controller::topology::{OS_KEY, WELL_KNOWN_ZONE_KEY, ZONE_KEY};
 use crate::csi::controller_client::ControllerClient;
 use crate::csi::node_client::NodeClient;
-use crate::csi::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
 use crate::csi::*;
 use crate::error::{Error, Result};
+use crate::manifest::{self, Claim, ClaimSource, NodeFacts, Plan, SourceFile, Update};
 
-const DRIVER: &str = "ebs.csi.aws.com";
+const DRIVER: &str = manifest::DRIVER;
 const NODE: &str = "demo-node";
 const ZONE: &str = "local-1a";
 const PAGE: &str = "<h1>Hello from nginx on an ebs-csi volume</h1>\n";
+
+/// The seed's files (and its day-2 follow-up: resize, snapshot, restore), as `demo` with no `-f`
+/// plays them.
+const SEED: [(&str, &str); 10] = [
+    (
+        "examples/seed/namespace.yaml",
+        include_str!("../examples/seed/namespace.yaml"),
+    ),
+    ("examples/seed/sc.yaml", include_str!("../examples/seed/sc.yaml")),
+    ("examples/seed/pvc.yaml", include_str!("../examples/seed/pvc.yaml")),
+    (
+        "examples/seed/deployment.yaml",
+        include_str!("../examples/seed/deployment.yaml"),
+    ),
+    (
+        "examples/seed/day-2/1-sc-expandable.yaml",
+        include_str!("../examples/seed/day-2/1-sc-expandable.yaml"),
+    ),
+    (
+        "examples/seed/day-2/2-pvc-20Gi.yaml",
+        include_str!("../examples/seed/day-2/2-pvc-20Gi.yaml"),
+    ),
+    (
+        "examples/seed/day-2/3-snapshotclass.yaml",
+        include_str!("../examples/seed/day-2/3-snapshotclass.yaml"),
+    ),
+    (
+        "examples/seed/day-2/4-snapshot.yaml",
+        include_str!("../examples/seed/day-2/4-snapshot.yaml"),
+    ),
+    (
+        "examples/seed/day-2/5-pvc-restore.yaml",
+        include_str!("../examples/seed/day-2/5-pvc-restore.yaml"),
+    ),
+    (
+        "examples/seed/day-2/6-deployment-restore.yaml",
+        include_str!("../examples/seed/day-2/6-deployment-restore.yaml"),
+    ),
+];
+
+/// The node the demo's driver runs as, as its NodeGetInfo will describe it.
+fn demo_node() -> NodeFacts {
+    NodeFacts {
+        name: NODE.into(),
+        topology: BTreeMap::from([
+            (ZONE_KEY.to_owned(), ZONE.to_owned()),
+            (WELL_KNOWN_ZONE_KEY.to_owned(), ZONE.to_owned()),
+            (OS_KEY.to_owned(), "linux".to_owned()),
+        ]),
+    }
+}
 
 /// What was made, so it can be unmade in reverse order whatever happens.
 enum Undo {
@@ -30,48 +86,53 @@ enum Undo {
     Snapshot(String),
 }
 
+/// One pod's use of a volume: where kubelet published it and what the pod does with it.
+#[derive(Clone)]
+struct PodUse {
+    target: PathBuf,
+    read_only: bool,
+    /// The container path shown in messages (a mountPath or devicePath), if any container uses it.
+    shown_at: Option<String>,
+}
+
+/// A claim's volume as the demo knows it.
+struct VolumeState {
+    volume: Volume,
+    publish_context: Option<HashMap<String, String>>,
+    staging: Option<PathBuf>,
+    pods: Vec<PodUse>,
+    /// Whether the demo's page is on it (written, or restored from a volume that had it).
+    has_page: bool,
+}
+
 struct Demo {
     controller: ControllerClient<Channel>,
     node: NodeClient<Channel>,
     root: PathBuf,
     made: Vec<Undo>,
     started: Instant,
-}
-
-fn uuid() -> String {
-    let b: [u8; 16] = rand::random();
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-4{}-a{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
+    plan: Plan,
+    volumes: Vec<Option<VolumeState>>,
+    snapshots: Vec<Option<String>>,
+    nodes: Vec<NodeFacts>,
+    /// Whether the controller / node has SINGLE_NODE_MULTI_WRITER, which changes the access mode
+    /// the sidecars (controller) and kubelet (node) send.
+    controller_snmw: bool,
+    node_snmw: bool,
 }
 
 fn status(e: tonic::Status) -> Error {
     Error::Internal(format!("{:?}: {}", e.code(), e.message()))
 }
 
-fn capability() -> VolumeCapability {
-    VolumeCapability {
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-        // The provisioner's --default-fstype=ext4 lands here.
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: "ext4".into(),
-            ..Default::default()
-        })),
+fn topology(segments: &BTreeMap<String, String>) -> Topology {
+    Topology {
+        segments: segments.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     }
 }
 
-fn zone_topology(zone: &str) -> Topology {
-    Topology {
-        segments: HashMap::from([("topology.kubernetes.io/zone".to_owned(), zone.to_owned())]),
-    }
+fn gib_text(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
 impl Demo {
@@ -82,39 +143,87 @@ impl Demo {
         );
     }
 
-    /// kubelet's staging path for a volume handle.
-    fn staging(&self, handle: &str) -> PathBuf {
+    /// The life-cycle state of a claim's volume, for the step lines.
+    fn state(&self, claim: usize) -> &'static str {
+        match &self.volumes[claim] {
+            None => "",
+            Some(v) if !v.pods.is_empty() => "PUBLISHED",
+            Some(v) if v.staging.is_some() => "VOL_READY",
+            Some(v) if v.publish_context.is_some() => "NODE_READY",
+            Some(_) => "CREATED",
+        }
+    }
+
+    /// kubelet's staging path: a filesystem's global mount, or a block volume's staging dir.
+    fn staging(&self, claim: &Claim, handle: &str) -> PathBuf {
+        if claim.block {
+            return self.root.join(format!(
+                "var/lib/kubelet/plugins/kubernetes.io/csi/volumeDevices/staging/{}",
+                claim.pv_name()
+            ));
+        }
         let hash = format!("{:x}", Sha256::digest(handle.as_bytes()));
         self.root.join(format!(
             "var/lib/kubelet/plugins/kubernetes.io/csi/{DRIVER}/{hash}/globalmount"
         ))
     }
 
-    /// kubelet's publish path for a pod and PV.
-    fn target(&self, pod_uid: &str, pv: &str) -> PathBuf {
+    /// kubelet's publish path for a pod: a mount dir, or a block volume's device file.
+    fn target(&self, claim: &Claim, pod_uid: &str) -> PathBuf {
+        let pv = claim.pv_name();
+        if claim.block {
+            return self.root.join(format!(
+                "var/lib/kubelet/plugins/kubernetes.io/csi/volumeDevices/publish/{pv}/{pod_uid}"
+            ));
+        }
         self.root.join(format!(
             "var/lib/kubelet/pods/{pod_uid}/volumes/kubernetes.io~csi/{pv}/mount"
         ))
     }
 
-    async fn create(&mut self, pv: &str, gib: i64, source: Option<VolumeContentSource>) -> Result<Volume> {
-        // WaitForFirstConsumer: the selected node's zone preferred, every node zone requisite.
+    /// The external-provisioner: CreateVolume for a claim, on `selected` for WaitForFirstConsumer.
+    async fn provision(&mut self, i: usize, selected: Option<&NodeFacts>) -> Result<()> {
+        let claim = self.plan.claims[i].clone();
+        let class = &self.plan.classes[&claim.class];
+        let (requisite, preferred) = manifest::topology_requirement(class, &self.nodes, selected, &claim.name);
+        let source = match claim.source {
+            None => None,
+            Some(ClaimSource::Snapshot(s)) => {
+                let id = self.snapshots[s].clone().ok_or_else(|| {
+                    Error::Internal(format!("snapshot {} was not taken", self.plan.snapshots[s].name))
+                })?;
+                Some(volume_content_source::Type::Snapshot(
+                    volume_content_source::SnapshotSource { snapshot_id: id },
+                ))
+            }
+            Some(ClaimSource::Claim(c)) => {
+                let id = self.volumes[c]
+                    .as_ref()
+                    .map(|v| v.volume.volume_id.clone())
+                    .ok_or_else(|| Error::Internal(format!("claim {} has no volume", self.plan.claims[c].name)))?;
+                Some(volume_content_source::Type::Volume(
+                    volume_content_source::VolumeSource { volume_id: id },
+                ))
+            }
+        };
+        let source_id = match &source {
+            Some(volume_content_source::Type::Snapshot(s)) => s.snapshot_id.clone(),
+            Some(volume_content_source::Type::Volume(v)) => v.volume_id.clone(),
+            None => String::new(),
+        };
         let req = CreateVolumeRequest {
-            name: pv.into(),
+            name: claim.pv_name(),
             capacity_range: Some(CapacityRange {
-                required_bytes: gib << 30,
+                required_bytes: claim.required_bytes,
                 limit_bytes: 0,
             }),
-            volume_capabilities: vec![capability()],
-            parameters: HashMap::from([
-                ("csi.storage.k8s.io/pvc/name".into(), "ebs-claim".into()),
-                ("csi.storage.k8s.io/pvc/namespace".into(), "dev-ns".into()),
-                ("csi.storage.k8s.io/pv/name".into(), pv.into()),
-            ]),
-            volume_content_source: source,
-            accessibility_requirements: Some(TopologyRequirement {
-                requisite: vec![zone_topology(ZONE)],
-                preferred: vec![zone_topology(ZONE)],
+            volume_capabilities: vec![claim.capability(self.controller_snmw)],
+            parameters: claim.parameters.clone(),
+            mutable_parameters: claim.mutable_parameters.clone(),
+            volume_content_source: source.map(|t| VolumeContentSource { r#type: Some(t) }),
+            accessibility_requirements: (!requisite.is_empty()).then(|| TopologyRequirement {
+                requisite: requisite.iter().map(topology).collect(),
+                preferred: preferred.iter().map(topology).collect(),
             }),
             ..Default::default()
         };
@@ -124,122 +233,236 @@ impl Demo {
             .await
             .map_err(status)?
             .into_inner()
-            .volume;
-        let v = v.ok_or_else(|| Error::Internal("CreateVolume returned no volume".into()))?;
+            .volume
+            .ok_or_else(|| Error::Internal("CreateVolume returned no volume".into()))?;
         self.made.push(Undo::Volume(v.volume_id.clone()));
-        Ok(v)
+        let zone = v
+            .accessible_topology
+            .first()
+            .and_then(|t| t.segments.get(WELL_KNOWN_ZONE_KEY))
+            .cloned()
+            .unwrap_or_default();
+        let (name, facts) = match claim.source {
+            None => (
+                "CreateVolume",
+                format!(
+                    "{} {}, {} GiB {} in {zone}",
+                    v.volume_id,
+                    claim.pv_name(),
+                    v.capacity_bytes >> 30,
+                    claim.volume_type
+                ),
+            ),
+            Some(ClaimSource::Snapshot(_)) => ("CreateVolume (restore)", format!("{} from {source_id}", v.volume_id)),
+            Some(ClaimSource::Claim(_)) => ("CreateVolume (clone)", format!("{} from {source_id}", v.volume_id)),
+        };
+        let has_page = match claim.source {
+            None => false,
+            Some(ClaimSource::Snapshot(s)) => self.volumes[self.plan.snapshots[s].claim]
+                .as_ref()
+                .is_some_and(|v| v.has_page),
+            Some(ClaimSource::Claim(c)) => self.volumes[c].as_ref().is_some_and(|v| v.has_page),
+        };
+        self.volumes[i] = Some(VolumeState {
+            volume: v,
+            publish_context: None,
+            staging: None,
+            pods: Vec::new(),
+            has_page,
+        });
+        self.step(name, "CREATED", &facts);
+        Ok(())
     }
 
-    /// Attach, stage and publish a volume for a pod; returns the pod's mount path.
-    async fn bring_up(&mut self, v: &Volume, pv: &str) -> Result<PathBuf> {
-        let id = v.volume_id.clone();
-        let req = ControllerPublishVolumeRequest {
-            volume_id: id.clone(),
-            node_id: NODE.into(),
-            volume_capability: Some(capability()),
-            volume_context: v.volume_context.clone(),
-            ..Default::default()
+    /// The attacher (ControllerPublish) and kubelet (NodeStage), once per volume on the node.
+    async fn attach_and_stage(&mut self, i: usize) -> Result<()> {
+        let claim = self.plan.claims[i].clone();
+        let Some(state) = &self.volumes[i] else {
+            return Err(Error::Internal(format!("claim {} has no volume", claim.name)));
         };
-        let ctx = self
-            .controller
-            .controller_publish_volume(req)
-            .await
-            .map_err(status)?
-            .into_inner()
-            .publish_context;
-        self.made.push(Undo::Attach(id.clone()));
-        self.step(
-            "ControllerPublishVolume",
-            "NODE_READY",
-            &format!(
-                "{id} attached as {}",
-                ctx.get("devicePath").map(String::as_str).unwrap_or("?")
-            ),
-        );
+        let id = state.volume.volume_id.clone();
+        let context = state.volume.volume_context.clone();
+        if state.publish_context.is_none() {
+            let req = ControllerPublishVolumeRequest {
+                volume_id: id.clone(),
+                node_id: NODE.into(),
+                volume_capability: Some(claim.capability(self.controller_snmw)),
+                volume_context: context.clone(),
+                ..Default::default()
+            };
+            let ctx = self
+                .controller
+                .controller_publish_volume(req)
+                .await
+                .map_err(status)?
+                .into_inner()
+                .publish_context;
+            self.made.push(Undo::Attach(id.clone()));
+            let device = ctx.get("devicePath").cloned().unwrap_or_else(|| "?".into());
+            if let Some(s) = self.volumes[i].as_mut() {
+                s.publish_context = Some(ctx);
+            }
+            self.step(
+                "ControllerPublishVolume",
+                "NODE_READY",
+                &format!("{id} attached as {device}"),
+            );
+        }
+        if self.volumes[i].as_ref().is_some_and(|s| s.staging.is_none()) {
+            let staging = self.staging(&claim, &id);
+            let req = NodeStageVolumeRequest {
+                volume_id: id.clone(),
+                publish_context: self.volumes[i]
+                    .as_ref()
+                    .and_then(|s| s.publish_context.clone())
+                    .unwrap_or_default(),
+                staging_target_path: staging.display().to_string(),
+                volume_capability: Some(claim.capability(self.node_snmw)),
+                volume_context: context,
+                ..Default::default()
+            };
+            self.node.node_stage_volume(req).await.map_err(status)?;
+            self.made.push(Undo::Stage(id.clone(), staging.display().to_string()));
+            let facts = if claim.block {
+                format!("block device, staging dir …/{}", tail(&staging, 2))
+            } else {
+                format!("{} mounted at …/{}", claim.fs_type, tail(&staging, 3))
+            };
+            if let Some(s) = self.volumes[i].as_mut() {
+                s.staging = Some(staging);
+            }
+            self.step("NodeStageVolume", "VOL_READY", &facts);
+        }
+        Ok(())
+    }
 
-        let staging = self.staging(&id);
-        let req = NodeStageVolumeRequest {
-            volume_id: id.clone(),
-            publish_context: ctx.clone(),
-            staging_target_path: staging.display().to_string(),
-            volume_capability: Some(capability()),
-            volume_context: v.volume_context.clone(),
-            ..Default::default()
+    /// kubelet's NodePublishVolume for one pod.
+    async fn publish(&mut self, i: usize, read_only: bool, shown_at: Option<String>) -> Result<PathBuf> {
+        let claim = self.plan.claims[i].clone();
+        let Some(state) = &self.volumes[i] else {
+            return Err(Error::Internal(format!("claim {} has no volume", claim.name)));
         };
-        self.node.node_stage_volume(req).await.map_err(status)?;
-        self.made.push(Undo::Stage(id.clone(), staging.display().to_string()));
-        self.step(
-            "NodeStageVolume",
-            "VOL_READY",
-            &format!("ext4 mounted at …/{}", tail(&staging, 3)),
-        );
-
-        let target = self.target(&uuid(), pv);
+        let id = state.volume.volume_id.clone();
+        let target = self.target(&claim, &manifest::uid());
         let req = NodePublishVolumeRequest {
             volume_id: id.clone(),
-            publish_context: ctx,
-            staging_target_path: staging.display().to_string(),
+            publish_context: state.publish_context.clone().unwrap_or_default(),
+            staging_target_path: state
+                .staging
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             target_path: target.display().to_string(),
-            volume_capability: Some(capability()),
-            volume_context: v.volume_context.clone(),
+            volume_capability: Some(claim.capability(self.node_snmw)),
+            readonly: read_only,
+            volume_context: state.volume.volume_context.clone(),
             ..Default::default()
         };
         self.node.node_publish_volume(req).await.map_err(status)?;
         self.made.push(Undo::Publish(id.clone(), target.display().to_string()));
+        if let Some(s) = self.volumes[i].as_mut() {
+            s.pods.push(PodUse {
+                target: target.clone(),
+                read_only,
+                shown_at,
+            });
+        }
+        let what = if claim.block { "device" } else { "the pod" };
+        let ro = if read_only { " (read-only)" } else { "" };
         self.step(
             "NodePublishVolume",
             "PUBLISHED",
-            &format!("bound into the pod at …/{}", tail(&target, 4)),
+            &format!("bound into {what} at …/{}{ro}", tail(&target, 4)),
         );
         Ok(target)
     }
 
-    async fn run(&mut self) -> Result<()> {
-        self.step(
-            "StorageClass ebs-sc",
-            "",
-            "provisioner ebs.csi.aws.com, WaitForFirstConsumer, gp3 (default), ext4",
-        );
-        self.step("PersistentVolumeClaim", "", "dev-ns/ebs-claim, 10Gi, ReadWriteOnce");
-        let pv = format!("pvc-{}", uuid());
-        let v = self.create(&pv, 10, None).await?;
-        let zone = v
-            .accessible_topology
-            .first()
-            .and_then(|t| t.segments.get("topology.kubernetes.io/zone"))
-            .cloned();
-        self.step(
-            "CreateVolume",
-            "CREATED",
-            &format!("{} {pv}, 10 GiB gp3 in {}", v.volume_id, zone.unwrap_or_default()),
-        );
-        let id = v.volume_id.clone();
-
-        let target = self.bring_up(&v, &pv).await?;
-        let page = target.join("index.html");
-        std::fs::write(&page, PAGE).map_err(|e| Error::internal("cannot write the nginx page", e))?;
-        let back = std::fs::read_to_string(&page).map_err(|e| Error::internal("cannot read the page back", e))?;
-        if back != PAGE {
+    /// What the pod does with its volume: the first writer puts the page there; a volume made
+    /// from a source must already hold it.
+    async fn use_volume(&mut self, i: usize, target: &Path, read_only: bool, shown_at: Option<&str>) -> Result<()> {
+        let claim = self.plan.claims[i].clone();
+        let (id, has_page) = match &self.volumes[i] {
+            Some(s) => (s.volume.volume_id.clone(), s.has_page),
+            None => return Ok(()),
+        };
+        let suffix = match claim.source {
+            Some(ClaimSource::Snapshot(_)) => " (restore)",
+            Some(ClaimSource::Claim(_)) => " (clone)",
+            None => "",
+        };
+        let object = if claim.block {
+            shown_at.unwrap_or("the device").to_owned()
+        } else {
+            "index.html".to_owned()
+        };
+        if has_page {
+            let back = read_page(target, claim.block);
+            if back.as_deref() != Some(PAGE) {
+                return Err(Error::Internal(format!(
+                    "volume {id} of claim {} does not hold the page it should",
+                    claim.key()
+                )));
+            }
+            self.step(&format!("read {object}{suffix}"), "PUBLISHED", "the page is there");
+            return Ok(());
+        }
+        if read_only || shown_at.is_none() {
+            return Ok(());
+        }
+        write_page(target, claim.block)?;
+        let back = read_page(target, claim.block);
+        if back.as_deref() != Some(PAGE) {
             return Err(Error::Internal(
                 "the page read back differs from the one written".into(),
             ));
         }
+        if let Some(s) = self.volumes[i].as_mut() {
+            s.has_page = true;
+        }
+        let on = if claim.block { " on the raw device" } else { "" };
         self.step(
-            "write index.html",
+            &format!("write {object}"),
             "PUBLISHED",
-            &format!("{} bytes written and read back", back.len()),
+            &format!("{} bytes written{on} and read back", PAGE.len()),
         );
-
-        let stats = self.stats(&id, &target).await?;
+        let stats = self.stats(&id, target).await?;
         self.step("NodeGetVolumeStats", "PUBLISHED", &stats);
+        Ok(())
+    }
 
+    /// One pod of a workload: scheduled on the node, its claims provisioned (WaitForFirstConsumer),
+    /// attached, staged and published, and used.
+    async fn start_pod(&mut self, w: usize) -> Result<()> {
+        let workload = self.plan.workloads[w].clone();
+        let node = self.nodes.first().cloned().unwrap_or_else(demo_node);
+        for v in &workload.volumes {
+            if self.volumes[v.claim].is_none() {
+                self.provision(v.claim, Some(&node)).await?;
+            }
+            self.attach_and_stage(v.claim).await?;
+            let shown_at = v.mount_paths.first().or(v.device_paths.first()).cloned();
+            let target = self.publish(v.claim, v.read_only, shown_at.clone()).await?;
+            self.use_volume(v.claim, &target, v.read_only, shown_at.as_deref())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The external-resizer (ControllerExpandVolume) and kubelet (NodeExpandVolume, online, or
+    /// offline by staging the volume again).
+    async fn resize(&mut self, i: usize, required_bytes: i64, size_text: &str) -> Result<()> {
+        let claim = self.plan.claims[i].clone();
+        let Some(state) = &self.volumes[i] else {
+            return Err(Error::Internal(format!("claim {} has no volume", claim.name)));
+        };
+        let id = state.volume.volume_id.clone();
         let req = ControllerExpandVolumeRequest {
             volume_id: id.clone(),
             capacity_range: Some(CapacityRange {
-                required_bytes: 20 << 30,
+                required_bytes,
                 limit_bytes: 0,
             }),
-            volume_capability: Some(capability()),
+            volume_capability: Some(claim.capability(self.controller_snmw)),
             ..Default::default()
         };
         let r = self
@@ -248,28 +471,47 @@ impl Demo {
             .await
             .map_err(status)?
             .into_inner();
+        let label = format!("Expand to {size_text}");
+        let first = state.pods.first().cloned();
+        let staging = state.staging.clone();
+        let Some(pod) = first else {
+            self.step(
+                &label,
+                self.state(i),
+                &format!(
+                    "{id} is {} GiB; kubelet grows the filesystem when a pod next stages it",
+                    r.capacity_bytes >> 30
+                ),
+            );
+            return Ok(());
+        };
+        if !r.node_expansion_required {
+            let stats = self.stats(&id, &pod.target).await?;
+            self.step(
+                &label,
+                "PUBLISHED",
+                &format!("controller only (no filesystem to grow); {stats}"),
+            );
+            return Ok(());
+        }
         let req = NodeExpandVolumeRequest {
             volume_id: id.clone(),
-            volume_path: target.display().to_string(),
+            volume_path: pod.target.display().to_string(),
+            staging_target_path: staging.map(|p| p.display().to_string()).unwrap_or_default(),
             capacity_range: Some(CapacityRange {
                 required_bytes: r.capacity_bytes,
                 limit_bytes: 0,
             }),
-            volume_capability: Some(capability()),
+            volume_capability: Some(claim.capability(self.node_snmw)),
             ..Default::default()
         };
-        let target = match self.node.node_expand_volume(req).await {
+        match self.node.node_expand_volume(req).await {
             Ok(_) => {
-                let stats = self.stats(&id, &target).await?;
-                self.step(
-                    "Expand to 20Gi",
-                    "PUBLISHED",
-                    &format!("online, controller then node; {stats}"),
-                );
-                target
+                let stats = self.stats(&id, &pod.target).await?;
+                self.step(&label, "PUBLISHED", &format!("online, controller then node; {stats}"));
             }
             // Growing a mounted ext4 needs CAP_SYS_RESOURCE (a privileged node pod has it). Without
-            // it, do what kubelet does for offline expansion: the pod goes, the volume is staged
+            // it, do what kubelet does for offline expansion: the pods go, the volume is staged
             // again, and staging grows the filesystem.
             Err(e) if e.message().contains("CAP_SYS_RESOURCE") => {
                 self.step(
@@ -277,63 +519,230 @@ impl Demo {
                     "PUBLISHED",
                     "online ext4 growth needs CAP_SYS_RESOURCE, which this host lacks; expanding offline",
                 );
-                self.take_down().await?;
-                let target = self.bring_up(&v, &pv).await?;
+                let pods = self.take_down(i).await?;
+                self.attach_and_stage(i).await?;
+                let mut first_target = None;
+                for p in pods {
+                    let t = self.publish(i, p.read_only, p.shown_at).await?;
+                    first_target.get_or_insert(t);
+                }
+                let target = first_target.unwrap_or(pod.target);
                 let stats = self.stats(&id, &target).await?;
-                self.step(
-                    "Expand to 20Gi",
-                    "PUBLISHED",
-                    &format!("offline, grown at stage; {stats}"),
-                );
-                target
+                self.step(&label, "PUBLISHED", &format!("offline, grown at stage; {stats}"));
             }
             Err(e) => return Err(status(e)),
-        };
-        let back = std::fs::read_to_string(target.join("index.html")).unwrap_or_default();
-        if back != PAGE {
+        }
+        let state = self.volumes[i].as_ref();
+        if let Some(s) = state
+            && s.has_page
+            && let Some(p) = s.pods.first()
+            && read_page(&p.target, claim.block).as_deref() != Some(PAGE)
+        {
             return Err(Error::Internal("the page is gone after the expansion".into()));
         }
+        Ok(())
+    }
 
-        let req = CreateSnapshotRequest {
-            source_volume_id: id.clone(),
-            name: format!("snapshot-{}", uuid()),
+    /// The external-resizer's ControllerModifyVolume for a new VolumeAttributesClass.
+    async fn modify(&mut self, i: usize, class: &str, parameters: &HashMap<String, String>) -> Result<()> {
+        let id = match &self.volumes[i] {
+            Some(s) => s.volume.volume_id.clone(),
+            None => {
+                return Err(Error::Internal(format!(
+                    "claim {} has no volume",
+                    self.plan.claims[i].name
+                )));
+            }
+        };
+        let req = ControllerModifyVolumeRequest {
+            volume_id: id.clone(),
+            mutable_parameters: parameters.clone(),
             ..Default::default()
         };
-        let s = self
+        self.controller.controller_modify_volume(req).await.map_err(status)?;
+        let mut shown: Vec<String> = parameters.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        shown.sort();
+        self.step(
+            "ControllerModifyVolume",
+            self.state(i),
+            &format!("{id} to VolumeAttributesClass {class} ({})", shown.join(", ")),
+        );
+        Ok(())
+    }
+
+    /// The external-snapshotter's CreateSnapshot, waiting for it to be ready as it does.
+    async fn snapshot(&mut self, s: usize) -> Result<()> {
+        let snap = self.plan.snapshots[s].clone();
+        let source = match &self.volumes[snap.claim] {
+            Some(v) => v.volume.volume_id.clone(),
+            None => {
+                return Err(Error::Internal(format!(
+                    "the source of snapshot {} has no volume",
+                    snap.name
+                )));
+            }
+        };
+        let req = CreateSnapshotRequest {
+            source_volume_id: source.clone(),
+            name: format!("snapshot-{}", snap.uid),
+            parameters: snap.parameters.clone(),
+            ..Default::default()
+        };
+        let mut taken = self
             .controller
             .create_snapshot(req)
             .await
             .map_err(status)?
             .into_inner()
-            .snapshot;
-        let s = s.ok_or_else(|| Error::Internal("CreateSnapshot returned no snapshot".into()))?;
-        self.made.push(Undo::Snapshot(s.snapshot_id.clone()));
+            .snapshot
+            .ok_or_else(|| Error::Internal("CreateSnapshot returned no snapshot".into()))?;
+        self.made.push(Undo::Snapshot(taken.snapshot_id.clone()));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !taken.ready_to_use && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let list = self
+                .controller
+                .list_snapshots(ListSnapshotsRequest {
+                    snapshot_id: taken.snapshot_id.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(status)?
+                .into_inner();
+            if let Some(found) = list.entries.into_iter().find_map(|e| e.snapshot) {
+                taken = found;
+            }
+        }
         self.step(
             "CreateSnapshot",
             "",
-            &format!("{} of {id}, ready: {}", s.snapshot_id, s.ready_to_use),
+            &format!("{} of {source}, ready: {}", taken.snapshot_id, taken.ready_to_use),
         );
-
-        let pv2 = format!("pvc-{}", uuid());
-        let source = VolumeContentSource {
-            r#type: Some(volume_content_source::Type::Snapshot(
-                volume_content_source::SnapshotSource {
-                    snapshot_id: s.snapshot_id.clone(),
-                },
-            )),
-        };
-        let restored = self.create(&pv2, 20, Some(source)).await?;
-        self.step(
-            "CreateVolume (restore)",
-            "CREATED",
-            &format!("{} from {}", restored.volume_id, s.snapshot_id),
-        );
-        let target2 = self.bring_up(&restored, &pv2).await?;
-        let back = std::fs::read_to_string(target2.join("index.html")).unwrap_or_default();
-        if back != PAGE {
-            return Err(Error::Internal("the restored volume does not hold the page".into()));
+        if !taken.ready_to_use {
+            return Err(Error::Internal(format!(
+                "snapshot {} was not ready within 60 s",
+                taken.snapshot_id
+            )));
         }
-        self.step("read index.html (restore)", "PUBLISHED", "the page is there");
+        self.snapshots[s] = Some(taken.snapshot_id);
+        Ok(())
+    }
+
+    /// What the driver says of itself, as the sidecars and the registrar learn it.
+    async fn discover(&mut self) -> Result<()> {
+        let snmw = crate::csi::controller_service_capability::rpc::Type::SingleNodeMultiWriter as i32;
+        let caps = self
+            .controller
+            .controller_get_capabilities(ControllerGetCapabilitiesRequest {})
+            .await
+            .map_err(status)?
+            .into_inner();
+        self.controller_snmw = caps
+            .capabilities
+            .iter()
+            .any(|c| matches!(&c.r#type, Some(controller_service_capability::Type::Rpc(r)) if r.r#type == snmw));
+        let node_snmw = crate::csi::node_service_capability::rpc::Type::SingleNodeMultiWriter as i32;
+        let caps = self
+            .node
+            .node_get_capabilities(NodeGetCapabilitiesRequest {})
+            .await
+            .map_err(status)?
+            .into_inner();
+        self.node_snmw = caps
+            .capabilities
+            .iter()
+            .any(|c| matches!(&c.r#type, Some(node_service_capability::Type::Rpc(r)) if r.r#type == node_snmw));
+        let info = self
+            .node
+            .node_get_info(NodeGetInfoRequest {})
+            .await
+            .map_err(status)?
+            .into_inner();
+        let segments: BTreeMap<String, String> = info
+            .accessible_topology
+            .map(|t| t.segments.into_iter().collect())
+            .unwrap_or_default();
+        let zone = segments.get(WELL_KNOWN_ZONE_KEY).cloned().unwrap_or_default();
+        self.nodes = vec![NodeFacts {
+            name: info.node_id.clone(),
+            topology: segments,
+        }];
+        self.step(
+            "NodeGetInfo",
+            "",
+            &format!(
+                "node {} in {zone}, at most {} volumes (the registrar's announcement)",
+                info.node_id, info.max_volumes_per_node
+            ),
+        );
+        Ok(())
+    }
+
+    async fn run(&mut self) -> Result<()> {
+        for l in self.plan.listed.clone() {
+            self.step(&l.label, "", &l.facts);
+        }
+        self.discover().await?;
+        let early = |plan: &Plan, c: &Claim| c.source.is_none() && c.immediate && plan.classes.contains_key(&c.class);
+        // Immediate claims are provisioned as soon as they exist.
+        for i in 0..self.plan.claims.len() {
+            if early(&self.plan, &self.plan.claims[i]) {
+                self.provision(i, None).await?;
+            }
+        }
+        // Pods whose claims need no snapshot: scheduled, and their volumes brought up.
+        for w in 0..self.plan.workloads.len() {
+            if !self.plan.is_late(&self.plan.workloads[w]) {
+                for _ in 0..self.plan.workloads[w].replicas {
+                    self.start_pod(w).await?;
+                }
+            }
+        }
+        for u in self.plan.updates.clone() {
+            match u {
+                Update::Resize {
+                    claim,
+                    required_bytes,
+                    size_text,
+                    ..
+                } => self.resize(claim, required_bytes, &size_text).await?,
+                Update::Modify {
+                    claim,
+                    class,
+                    parameters,
+                } => self.modify(claim, &class, &parameters).await?,
+            }
+        }
+        for s in 0..self.plan.snapshots.len() {
+            self.snapshot(s).await?;
+        }
+        // Claims made from a snapshot or a claim, and the pods that use them.
+        for i in 0..self.plan.claims.len() {
+            let c = &self.plan.claims[i];
+            if c.source.is_some() && c.immediate {
+                self.provision(i, None).await?;
+            }
+        }
+        for w in 0..self.plan.workloads.len() {
+            if self.plan.is_late(&self.plan.workloads[w]) {
+                for _ in 0..self.plan.workloads[w].replicas {
+                    self.start_pod(w).await?;
+                }
+            }
+        }
+        for i in 0..self.plan.claims.len() {
+            if self.volumes[i].is_none() {
+                let c = &self.plan.claims[i];
+                self.step(
+                    "PersistentVolumeClaim",
+                    "Pending",
+                    &format!(
+                        "{}: WaitForFirstConsumer and no pod uses it; nothing provisioned",
+                        c.key()
+                    ),
+                );
+            }
+        }
         Ok(())
     }
 
@@ -352,6 +761,7 @@ impl Demo {
             .usage;
         let bytes = usage.iter().find(|u| u.unit == volume_usage::Unit::Bytes as i32);
         Ok(match bytes {
+            Some(u) if u.used == 0 && u.available == 0 => format!("{} device", gib_text(u.total as u64)),
             Some(u) => format!(
                 "{:.1} GiB total, {:.1} MiB used",
                 u.total as f64 / (1u64 << 30) as f64,
@@ -420,14 +830,27 @@ impl Demo {
         }
     }
 
-    /// Takes the pod and the staging mount of the newest volume down (kubelet's offline path).
-    async fn take_down(&mut self) -> Result<()> {
-        while let Some(Undo::Publish(..) | Undo::Stage(..)) = self.made.last() {
-            if let Some(u) = self.made.pop() {
-                self.undo(u).await?;
+    /// Takes a volume's pods and staging mount down (kubelet's offline path); returns the pods
+    /// to start again.
+    async fn take_down(&mut self, i: usize) -> Result<Vec<PodUse>> {
+        let Some(state) = self.volumes[i].as_mut() else {
+            return Ok(Vec::new());
+        };
+        let id = state.volume.volume_id.clone();
+        let pods = std::mem::take(&mut state.pods);
+        state.staging = None;
+        let mut ours = Vec::new();
+        let mut n = self.made.len();
+        while n > 0 {
+            n -= 1;
+            if matches!(&self.made[n], Undo::Publish(v, _) | Undo::Stage(v, _) if *v == id) {
+                ours.push(self.made.remove(n));
             }
         }
-        Ok(())
+        for u in ours {
+            self.undo(u).await?;
+        }
+        Ok(pods)
     }
 
     /// Unmakes everything, newest first; keeps going past failures and reports them.
@@ -437,6 +860,38 @@ impl Demo {
             clean &= self.undo(undo).await.is_ok();
         }
         clean
+    }
+}
+
+fn write_page(target: &Path, block: bool) -> Result<()> {
+    if block {
+        let mut dev = std::fs::OpenOptions::new()
+            .write(true)
+            .open(target)
+            .map_err(|e| Error::internal(format!("cannot open {}", target.display()), e))?;
+        dev.write_all(PAGE.as_bytes())
+            .and_then(|()| dev.sync_all())
+            .map_err(|e| Error::internal("cannot write the page to the device", e))
+    } else {
+        // Synced, file and directory, as an application must before a snapshot for the snapshot
+        // to hold its data (EBS snapshots are crash-consistent, like ours).
+        let page = target.join("index.html");
+        std::fs::write(&page, PAGE)
+            .and_then(|()| std::fs::File::open(&page)?.sync_all())
+            .and_then(|()| std::fs::File::open(target)?.sync_all())
+            .map_err(|e| Error::internal("cannot write the nginx page", e))
+    }
+}
+
+fn read_page(target: &Path, block: bool) -> Option<String> {
+    if block {
+        let mut dev = std::fs::File::open(target).ok()?;
+        dev.rewind().ok()?;
+        let mut buf = vec![0u8; PAGE.len()];
+        dev.read_exact(&mut buf).ok()?;
+        String::from_utf8(buf).ok()
+    } else {
+        std::fs::read_to_string(target.join("index.html")).ok()
     }
 }
 
@@ -470,7 +925,17 @@ fn start_driver(dir: &Path) -> Result<Child> {
     let log = std::fs::File::create(dir.join("driver.log"))
         .map_err(|e| Error::internal("cannot create the driver log", e))?;
     Command::new(exe)
-        .args(["serve", "--mode", "all", "--node-id", NODE, "--zone", ZONE])
+        .args([
+            "serve",
+            "--mode",
+            "all",
+            "--backend",
+            "local",
+            "--node-id",
+            NODE,
+            "--zone",
+            ZONE,
+        ])
         .arg("--endpoint")
         .arg(format!("unix://{}", dir.join("csi.sock").display()))
         .arg("--data-dir")
@@ -508,8 +973,31 @@ fn stop_driver(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Runs the demo; the exit code says whether every step worked (2: cannot run here).
-pub async fn run(keep: bool) -> i32 {
+/// The YAML to play: the files and directories given, else the seed's built-in copy.
+fn sources(files: &[PathBuf]) -> std::result::Result<Vec<SourceFile>, manifest::ManifestError> {
+    if files.is_empty() {
+        return Ok(SEED
+            .iter()
+            .map(|(name, text)| SourceFile {
+                name: format!("{name} (built in)"),
+                text: (*text).to_owned(),
+            })
+            .collect());
+    }
+    manifest::read_sources(files)
+}
+
+/// Runs the demo; the exit code says whether every step worked (1: the YAML cannot be played or
+/// a step failed; 2: cannot run here).
+pub async fn run(keep: bool, files: &[PathBuf]) -> i32 {
+    // The YAML is checked before anything is made, and without needing root.
+    let plan = match sources(files).and_then(|s| manifest::plan(&s, &demo_node())) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ebs-csi demo: {e}");
+            return 1;
+        }
+    };
     if let Some(why) = precondition() {
         eprintln!("{why}");
         return 2;
@@ -532,17 +1020,31 @@ pub async fn run(keep: bool) -> i32 {
             1
         }
         Ok(channel) => {
+            let claims = plan.claims.len();
+            let snapshots = plan.snapshots.len();
             let mut demo = Demo {
                 controller: ControllerClient::new(channel.clone()),
                 node: NodeClient::new(channel),
                 root: dir.join("root"),
                 made: Vec::new(),
                 started: Instant::now(),
+                plan,
+                volumes: (0..claims).map(|_| None).collect(),
+                snapshots: vec![None; snapshots],
+                nodes: vec![demo_node()],
+                controller_snmw: false,
+                node_snmw: false,
             };
-            println!(
-                "ebs-csi demo: the seed's life cycle on the local backend (data in {})",
-                dir.display()
-            );
+            let what = if files.is_empty() {
+                "the seed's life cycle".to_owned()
+            } else {
+                files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            println!("ebs-csi demo: {what} on the local backend (data in {})", dir.display());
             let outcome = tokio::select! {
                 r = demo.run() => r,
                 _ = tokio::signal::ctrl_c() => Err(Error::Aborted("interrupted".into())),
@@ -579,4 +1081,25 @@ pub async fn run(keep: bool) -> i32 {
     stop_driver(&mut child);
     let _ = std::fs::remove_dir_all(&dir);
     code
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_seed_plays_the_seed_and_its_day_two() {
+        let plan = manifest::plan(&sources(&[]).unwrap(), &demo_node()).unwrap();
+        let claim = &plan.claims[0];
+        assert_eq!(claim.key(), "dev-ns/ebs-claim");
+        assert_eq!(claim.size_gib, 10);
+        assert!(!claim.immediate, "ebs-sc waits for the first consumer");
+        assert_eq!(claim.parameters["csi.storage.k8s.io/pvc/name"], "ebs-claim");
+        assert_eq!(claim.parameters["csi.storage.k8s.io/pvc/namespace"], "dev-ns");
+        assert_eq!(claim.parameters["csi.storage.k8s.io/pv/name"], claim.pv_name());
+        assert_eq!(claim.fs_type, "ext4");
+        assert!(matches!(plan.updates[..], [Update::Resize { size_gib: 20, .. }]));
+        assert_eq!(plan.snapshots.len(), 1);
+        assert_eq!(plan.claims[1].source, Some(ClaimSource::Snapshot(0)));
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod capability;
+pub mod cli;
 pub mod client;
 pub mod cloud;
 pub mod config;
@@ -10,8 +11,11 @@ pub mod controller;
 pub mod csi;
 pub mod demo;
 pub mod error;
+pub mod iam;
 pub mod identity;
 pub mod inflight;
+pub mod manifest;
+pub mod metrics;
 pub mod node;
 pub mod os;
 pub mod rpc;

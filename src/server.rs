@@ -24,7 +24,8 @@ use crate::csi::identity_server::IdentityServer;
 use crate::csi::node_server::NodeServer;
 use crate::error::{Error, Result};
 use crate::identity::IdentityService;
-use crate::node::device::{DeviceLocator, LoopLocator};
+use crate::metrics::CallCounts;
+use crate::node::device::{DeviceLocator, EbsLocator, LoopLocator};
 use crate::node::{NodeIdentity, NodeService};
 
 /// A node id has to be usable as an EC2-style identifier: printable, no separators we rely on.
@@ -40,48 +41,109 @@ fn check_node_id(id: &str) -> Result<()> {
 /// What a mode needs from its backend: the cloud for the controller (and Probe), and for the
 /// node its identity and device locator.
 struct Backend {
-    cloud: Arc<dyn Cloud>,
+    cloud: Option<Arc<dyn Cloud>>,
     node: Option<(NodeIdentity, Arc<dyn DeviceLocator>)>,
 }
 
-/// Opens the backend the flags ask for, reconciling it (controller) and registering this node
-/// (node) on the way.
-async fn open_backend(args: &ServeArgs) -> Result<Backend> {
-    match args.backend {
-        BackendKind::Aws => Err(Error::Unimplemented(
-            "the aws backend is not built yet; use --backend local".into(),
-        )),
-        BackendKind::Local => {
-            let cloud = LocalCloud::open(&args.data_dir, args.zones.clone())?;
-            if args.mode.has_controller() {
-                cloud.reconcile().await?;
-            }
-            let mut node = None;
-            if args.mode.has_node() {
-                let id = args.node_id.clone().unwrap_or_else(hostname);
-                check_node_id(&id)?;
-                let zone = args.zone.clone().unwrap_or_else(|| cloud.zones()[0].clone());
-                let me = Node {
-                    id,
-                    zone,
-                    attach_limit: args.volume_attach_limit.unwrap_or(DEFAULT_ATTACH_LIMIT),
-                };
-                cloud.register_node(&me)?;
-                info!(node = %me.id, zone = %me.zone, attach_limit = me.attach_limit, "node registered");
-                let identity = NodeIdentity {
-                    id: me.id,
-                    zone: me.zone,
-                    attach_limit: me.attach_limit,
-                };
-                let locator: Arc<dyn DeviceLocator> = Arc::new(LoopLocator::new(cloud.data_dir()));
-                node = Some((identity, locator));
-            }
-            Ok(Backend {
-                cloud: Arc::new(cloud),
-                node,
-            })
-        }
+async fn open_local(args: &ServeArgs) -> Result<Backend> {
+    let cloud = LocalCloud::open(&args.data_dir, args.zones.clone())?;
+    if args.mode.has_controller() {
+        cloud.reconcile().await?;
     }
+    let mut node = None;
+    if args.mode.has_node() {
+        let id = args.node_id.clone().unwrap_or_else(hostname);
+        check_node_id(&id)?;
+        let zone = args.zone.clone().unwrap_or_else(|| cloud.zones()[0].clone());
+        let me = Node {
+            id,
+            zone,
+            attach_limit: args.volume_attach_limit.unwrap_or(DEFAULT_ATTACH_LIMIT),
+        };
+        cloud.register_node(&me)?;
+        info!(node = %me.id, zone = %me.zone, attach_limit = me.attach_limit, "node registered");
+        let identity = NodeIdentity {
+            id: me.id,
+            zone: me.zone,
+            attach_limit: me.attach_limit,
+        };
+        let locator: Arc<dyn DeviceLocator> = Arc::new(LoopLocator::new(cloud.data_dir()));
+        node = Some((identity, locator));
+    }
+    Ok(Backend {
+        cloud: Some(Arc::new(cloud)),
+        node,
+    })
+}
+
+/// An EC2 node's identity: the flags when they say it all, else instance metadata (IMDSv2).
+async fn aws_node(args: &ServeArgs) -> Result<NodeIdentity> {
+    let me = match (&args.node_id, &args.zone) {
+        (Some(id), Some(zone)) => {
+            let itype = args.instance_type.clone().unwrap_or_default();
+            crate::cloud::imds::InstanceMetadata {
+                instance_id: id.clone(),
+                zone: zone.clone(),
+                region: String::new(),
+                instance_type: itype,
+                enis: 1,
+                instance_store: 0,
+            }
+        }
+        _ => {
+            let imds = crate::cloud::imds::Imds::connect(&crate::cloud::imds::endpoint()).await?;
+            let mut me = imds.instance().await?;
+            if let Some(id) = &args.node_id {
+                me.instance_id = id.clone();
+            }
+            if let Some(zone) = &args.zone {
+                me.zone = zone.clone();
+            }
+            if let Some(t) = &args.instance_type {
+                me.instance_type = t.clone();
+            }
+            me
+        }
+    };
+    check_node_id(&me.instance_id)?;
+    let attach_limit = args
+        .volume_attach_limit
+        .unwrap_or_else(|| crate::cloud::limits::attach_limit(&me.instance_type, me.enis, me.instance_store));
+    info!(node = %me.instance_id, zone = %me.zone, instance_type = %me.instance_type, attach_limit, "EC2 node");
+    Ok(NodeIdentity {
+        id: me.instance_id,
+        zone: me.zone,
+        attach_limit,
+    })
+}
+
+#[cfg(feature = "aws")]
+async fn aws_cloud(_args: &ServeArgs, calls: CallCounts) -> Result<Arc<dyn Cloud>> {
+    Ok(Arc::new(crate::cloud::aws::AwsCloud::connect(calls, 5).await?))
+}
+
+#[cfg(not(feature = "aws"))]
+async fn aws_cloud(_args: &ServeArgs, _calls: CallCounts) -> Result<Arc<dyn Cloud>> {
+    Err(Error::Unimplemented(
+        "this ebs-csi was built without the aws feature; rebuild with it".into(),
+    ))
+}
+
+async fn open_aws(args: &ServeArgs, calls: CallCounts) -> Result<Backend> {
+    let cloud = if args.mode.has_controller() {
+        Some(aws_cloud(args, calls).await?)
+    } else {
+        None
+    };
+    let node = if args.mode.has_node() {
+        let me = aws_node(args).await?;
+        let locator: Arc<dyn DeviceLocator> =
+            Arc::new(EbsLocator::new(args.dev_disk_by_id.clone(), args.sys_block.clone()));
+        Some((me, locator))
+    } else {
+        None
+    };
+    Ok(Backend { cloud, node })
 }
 
 /// Binds a unix socket at `path`, replacing a stale socket but nothing else, readable and
@@ -186,18 +248,24 @@ async fn shutdown_signal() {
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let endpoint = Endpoint::parse(&args.endpoint)?;
     let extra_tags = parse_tags(&args.extra_tags)?;
-    let Backend { cloud, node } = open_backend(&args).await?;
+    let calls = CallCounts::default();
+    let Backend { cloud, node } = match args.backend {
+        BackendKind::Local => open_local(&args).await?,
+        BackendKind::Aws => open_aws(&args, calls.clone()).await?,
+    };
+    if let Some(addr) = &args.http_endpoint {
+        crate::metrics::serve(addr, calls).await?;
+    }
 
     let identity = IdentityServer::new(IdentityService::new(args.driver_name.clone(), args.mode, cloud.clone()));
-    let controller = args.mode.has_controller().then(|| {
-        ControllerServer::new(ControllerService::new(
-            cloud.clone(),
-            Options {
-                extra_tags,
-                cluster_id: args.k8s_tag_cluster_id.clone(),
-            },
-        ))
-    });
+    let options = Options {
+        extra_tags,
+        cluster_id: args.k8s_tag_cluster_id.clone(),
+    };
+    let controller = cloud
+        .clone()
+        .filter(|_| args.mode.has_controller())
+        .map(|cloud| ControllerServer::new(ControllerService::new(cloud, options)));
     let active = Arc::new(AtomicUsize::new(0));
     let counter = active.clone();
     let router = Server::builder()

@@ -1,6 +1,10 @@
 //! The seam between the controller and whatever provides volumes: EC2, or the embedded `local`
 //! look-alike. Plain types only; no gRPC here.
 
+#[cfg(feature = "aws")]
+pub mod aws;
+pub mod imds;
+pub mod limits;
 pub mod local;
 
 use std::collections::BTreeMap;
@@ -155,4 +159,12 @@ pub fn is_id(prefix: &str, id: &str) -> bool {
     id.strip_prefix(prefix)
         .and_then(|rest| rest.strip_prefix('-'))
         .is_some_and(|hex| hex.len() == 17 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+}
+
+/// Whether `id` looks like an EC2 id with this prefix (8 or 17 hex digits): anything else never
+/// reaches EC2 (where one malformed id fails a whole batch) nor a device path.
+pub fn is_ec2_id(prefix: &str, id: &str) -> bool {
+    id.strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('-'))
+        .is_some_and(|h| (h.len() == 8 || h.len() == 17) && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }

@@ -90,17 +90,9 @@ fn snapshot_message(s: &Snapshot) -> csi::Snapshot {
     }
 }
 
-/// Reads a paging token: the id to start from, which must look like one of ours.
-fn start_token<'a>(token: &'a str, prefix: &str) -> Result<Option<&'a str>> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    if !crate::cloud::is_id(prefix, token) {
-        return Err(Error::Aborted(format!(
-            "starting_token {token:?} is not one this plugin gave out; list again from the start"
-        )));
-    }
-    Ok(Some(token))
+/// A paging token as the cloud takes it: none when empty. The cloud checks it is one of its own.
+fn start_token(token: &str) -> Option<&str> {
+    (!token.is_empty()).then_some(token)
 }
 
 fn max_entries(n: i32) -> Result<usize> {
@@ -328,9 +320,9 @@ impl ControllerService {
             .ok_or_else(|| Error::InvalidArgument("volume_capability is required".into()))?;
         let summary = check_capability(cap)?;
         let _guard = self.inflight.start(format!("volume/{id}"), &format!("volume {id}"))?;
-        let volume = self.cloud.volume(id).await?;
-        self.cloud.node(node).await?;
-        if summary.multi_node && !volume.multi_attach {
+        // The cloud's attach checks the volume and the node itself; only multi-node access
+        // needs a look at the volume first.
+        if summary.multi_node && !self.cloud.volume(id).await?.multi_attach {
             return Err(Error::InvalidArgument(format!(
                 "volume {id} is not a multi-attach volume; it cannot be published with multi-node access"
             )));
@@ -401,7 +393,7 @@ impl ControllerService {
 
     async fn list_volumes(&self, req: ListVolumesRequest) -> Result<ListVolumesResponse> {
         let max = max_entries(req.max_entries)?;
-        let start = start_token(&req.starting_token, "vol")?;
+        let start = start_token(&req.starting_token);
         let page = self.cloud.list_volumes(start, max).await?;
         Ok(ListVolumesResponse {
             entries: page.items.iter().map(|v| self.volume_entry(v)).collect(),
@@ -437,7 +429,7 @@ impl ControllerService {
         req: ControllerListVolumeHealthRequest,
     ) -> Result<ControllerListVolumeHealthResponse> {
         let max = max_entries(req.max_entries)?;
-        let start = start_token(&req.starting_token, "vol")?;
+        let start = start_token(&req.starting_token);
         let page = self.cloud.list_volumes(start, max).await?;
         // Healthy volumes are left out, as the spec suggests; the page boundaries stay the
         // volume listing's, so a token always resumes where the last page ended.
@@ -595,7 +587,7 @@ impl ControllerService {
 
     async fn list_snapshots(&self, req: ListSnapshotsRequest) -> Result<ListSnapshotsResponse> {
         let max = max_entries(req.max_entries)?;
-        let start = start_token(&req.starting_token, "snap")?;
+        let start = start_token(&req.starting_token);
         let filter = SnapshotFilter {
             snapshot_id: (!req.snapshot_id.is_empty()).then(|| req.snapshot_id.clone()),
             source_volume: (!req.source_volume_id.is_empty()).then(|| req.source_volume_id.clone()),

@@ -91,3 +91,102 @@ impl DeviceLocator for LoopLocator {
         }
     }
 }
+
+/// EBS on AWS. Nitro: the NVMe device whose controller serial is the volume id without its dash
+/// (`vol0123…`), found through `/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol0123…` or, if
+/// udev made no link, by reading every NVMe serial in sysfs; the link alone is never trusted.
+/// Xen (no NVMe EBS devices at all): the hinted `/dev/xvd*` or its `/dev/sd*` alias.
+pub struct EbsLocator {
+    by_id: PathBuf,
+    sys_block: PathBuf,
+    dev: PathBuf,
+}
+
+impl EbsLocator {
+    /// `by_id` and `sys_block` are /dev/disk/by-id and /sys/block on a real node; tests point
+    /// them at a tree of their own over loop devices.
+    pub fn new(by_id: PathBuf, sys_block: PathBuf) -> Self {
+        EbsLocator {
+            by_id,
+            sys_block,
+            dev: PathBuf::from("/dev"),
+        }
+    }
+
+    fn serial_of(&self, device: &Path) -> Option<String> {
+        let name = device.file_name()?.to_str()?;
+        let serial = std::fs::read_to_string(self.sys_block.join(name).join("device/serial")).ok()?;
+        Some(serial.trim().to_owned())
+    }
+
+    /// One look for the device whose serial is `serial`.
+    fn look(&self, volume_id: &str, serial: &str, hint: Option<&Path>) -> Result<Option<PathBuf>> {
+        let link = self.by_id.join(format!("nvme-Amazon_Elastic_Block_Store_{serial}"));
+        if let Ok(dev) = std::fs::canonicalize(&link) {
+            match self.serial_of(&dev) {
+                Some(s) if s == serial => return Ok(Some(dev)),
+                other => warn_decoy(volume_id, &dev, other.as_deref()),
+            }
+        }
+        // No (trustworthy) link: read the serials themselves.
+        let mut any_nvme = false;
+        if let Ok(entries) = std::fs::read_dir(&self.sys_block) {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let dev = self.dev.join(&name);
+                if let Some(s) = self.serial_of(&dev) {
+                    any_nvme = true;
+                    if s == serial {
+                        return Ok(Some(dev));
+                    }
+                }
+            }
+        }
+        // Xen instances have no serials to check: the attach's device name is all there is.
+        if !any_nvme && let Some(h) = hint {
+            let alias = h
+                .to_str()
+                .and_then(|s| s.strip_prefix("/dev/xvd"))
+                .map(|r| self.dev.join(format!("sd{r}")));
+            for candidate in std::iter::once(h.to_owned()).chain(alias) {
+                if candidate.exists() {
+                    return Ok(Some(candidate));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn warn_decoy(volume_id: &str, dev: &Path, serial: Option<&str>) {
+    tracing::warn!(
+        volume = volume_id,
+        device = %dev.display(),
+        serial = serial.unwrap_or("none"),
+        "the by-id link for this volume points at a device with another serial; not using it"
+    );
+}
+
+#[tonic::async_trait]
+impl DeviceLocator for EbsLocator {
+    async fn locate(&self, volume_id: &str, publish_context: &HashMap<String, String>) -> Result<PathBuf> {
+        if !crate::cloud::is_ec2_id("vol", volume_id) {
+            return Err(Error::NotFound(format!("{volume_id:?} is not an EBS volume id")));
+        }
+        let serial = volume_id.replace('-', "");
+        let hint = publish_context.get("devicePath").map(PathBuf::from);
+        let deadline = tokio::time::Instant::now() + APPEAR_TIMEOUT;
+        loop {
+            if let Some(dev) = self.look(volume_id, &serial, hint.as_deref())? {
+                return Ok(dev);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::FailedPrecondition(format!(
+                    "no device on this node has serial {serial} (volume {volume_id}) after {APPEAR_TIMEOUT:?}; \
+                     is it attached here (ControllerPublishVolume)?"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -14,6 +14,9 @@ use ebs_csi::csi::volume_capability::{AccessMode, AccessType, BlockVolume, Mount
 use ebs_csi::csi::*;
 use tonic::transport::Channel;
 
+#[cfg(feature = "aws")]
+pub mod aws;
+
 pub const GIB: i64 = 1 << 30;
 pub const NODE: &str = "node-1";
 pub const ZONE: &str = "local-1a";
@@ -22,6 +25,7 @@ pub struct Driver {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     extra_args: Vec<String>,
+    env: Vec<(String, String)>,
     pub controller: ControllerClient<Channel>,
     pub identity: IdentityClient<Channel>,
     pub node: NodeClient<Channel>,
@@ -42,16 +46,26 @@ impl Driver {
 
     /// Starts `ebs-csi serve --mode all` as node `node-1` in zone `local-1a`, plus `extra` flags.
     pub async fn start(extra: &[&str]) -> Driver {
+        let mut args = vec!["--node-id", NODE, "--zone", ZONE];
+        args.extend_from_slice(extra);
+        Driver::start_custom(&args, &[]).await
+    }
+
+    /// Starts `ebs-csi serve` with exactly these flags (besides endpoint and data dir) and
+    /// environment.
+    pub async fn start_custom(args: &[&str], env: &[(&str, &str)]) -> Driver {
         let dir = tempfile::Builder::new()
             .prefix("ebs-csi-test")
             .tempdir()
             .expect("temp dir");
-        let extra_args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, channel) = spawn(dir.path(), &extra_args, None).await;
+        let extra_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let (child, channel) = spawn(dir.path(), &extra_args, &env, None).await;
         Driver {
             dir,
             child: Some(child),
             extra_args,
+            env,
             controller: ControllerClient::new(channel.clone()),
             node: NodeClient::new(channel.clone()),
             identity: IdentityClient::new(channel),
@@ -70,7 +84,7 @@ impl Driver {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let (child, channel) = spawn(self.dir.path(), &self.extra_args, fault).await;
+        let (child, channel) = spawn(self.dir.path(), &self.extra_args, &self.env, fault).await;
         self.child = Some(child);
         self.controller = ControllerClient::new(channel.clone());
         self.node = NodeClient::new(channel.clone());
@@ -162,7 +176,7 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
-async fn spawn(dir: &Path, extra: &[String], fault: Option<&str>) -> (Child, Channel) {
+async fn spawn(dir: &Path, extra: &[String], env: &[(String, String)], fault: Option<&str>) -> (Child, Channel) {
     let sock = dir.join("csi.sock");
     let mut args = vec![
         "serve".to_string(),
@@ -170,10 +184,6 @@ async fn spawn(dir: &Path, extra: &[String], fault: Option<&str>) -> (Child, Cha
         format!("unix://{}", sock.display()),
         "--data-dir".into(),
         dir.join("data").display().to_string(),
-        "--node-id".into(),
-        NODE.into(),
-        "--zone".into(),
-        ZONE.into(),
     ];
     args.extend(extra.iter().cloned());
     let log = std::fs::OpenOptions::new()
@@ -182,6 +192,7 @@ async fn spawn(dir: &Path, extra: &[String], fault: Option<&str>) -> (Child, Cha
         .open(dir.join("driver.log"))
         .expect("log file");
     let mut cmd = Command::new(bin());
+    cmd.envs(env.iter().cloned());
     if let Some(step) = fault {
         cmd.env("EBS_CSI_CRASH_AT", step);
     }

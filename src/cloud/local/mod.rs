@@ -36,6 +36,16 @@ struct Inner {
     crash_at: Option<String>,
 }
 
+/// Paging tokens are the id to list from: anything else was not given out here.
+fn check_token(token: Option<&str>, prefix: &str) -> Result<()> {
+    match token {
+        Some(t) if !super::is_id(prefix, t) => Err(Error::Aborted(format!(
+            "starting_token {t:?} is not one this plugin gave out; list again from the start"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// The zones a local region has when none are given.
 pub fn default_zones() -> Vec<String> {
     ["local-1a", "local-1b", "local-1c"]
@@ -568,6 +578,7 @@ impl Cloud for LocalCloud {
     }
 
     async fn list_volumes(&self, start: Option<&str>, max: usize) -> Result<Page<Volume>> {
+        check_token(start, "vol")?;
         let start = start.map(str::to_owned);
         self.blocking(move |i| {
             let (records, next) = i.store.volumes_page(start.as_deref(), max)?;
@@ -665,6 +676,7 @@ impl Cloud for LocalCloud {
     }
 
     async fn list_snapshots(&self, filter: &SnapshotFilter, start: Option<&str>, max: usize) -> Result<Page<Snapshot>> {
+        check_token(start, "snap")?;
         let (filter, start) = (filter.clone(), start.map(str::to_owned));
         self.blocking(move |i| {
             let keep = |r: &SnapshotRecord| {

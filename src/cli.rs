@@ -1,0 +1,302 @@
+//! The command line: `serve`, `demo`, `bench`, `client`.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, ServeArgs};
+use crate::csi::controller_client::ControllerClient;
+use crate::csi::identity_client::IdentityClient;
+use crate::csi::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
+use crate::csi::*;
+
+#[derive(Parser)]
+#[command(name = "ebs-csi", version, about = "A CSI driver for EBS-style block volumes")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the CSI driver.
+    Serve(ServeArgs),
+    /// The seed's life cycle end to end on the local backend: create, attach, format, mount,
+    /// write the nginx page, expand, snapshot, restore, tear down. Needs root and loop devices.
+    Demo {
+        /// Leave the volumes published (and the driver running) at the end.
+        #[arg(long)]
+        keep: bool,
+        /// Kubernetes YAML to play instead of the seed's: files, or directories of *.yaml files
+        /// (as `kubectl apply -f`); repeatable.
+        #[arg(short = 'f', long = "filename", value_name = "FILE|DIR")]
+        files: Vec<std::path::PathBuf>,
+    },
+    /// Measure: CreateVolume latency as the local store grows, a full volume cycle against the
+    /// raw commands, and idle memory. Needs root (loop devices, mounts).
+    Bench {
+        /// Store sizes (existing volumes) at which CreateVolume is timed.
+        #[arg(long, value_delimiter = ',', default_value = "10,10000")]
+        existing: Vec<usize>,
+        /// Creates timed at each size.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+        /// Full cycles (driver and raw commands each) to time.
+        #[arg(long, default_value_t = 30)]
+        cycles: usize,
+    },
+    /// Print the IAM documents the controller needs on AWS.
+    Iam {
+        #[command(subcommand)]
+        document: IamDocument,
+    },
+    /// Call a running driver: a few CSI calls, for trying it by hand.
+    Client {
+        #[arg(long, default_value = "unix:///csi/csi.sock")]
+        endpoint: String,
+        #[command(subcommand)]
+        call: Call,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum IamDocument {
+    /// The least-privilege policy for the controller's role (the EC2 calls ebs-csi makes).
+    Policy,
+    /// The IRSA trust policy that lets the controller's service account assume the role.
+    TrustPolicy {
+        /// The AWS account id.
+        #[arg(long)]
+        account: String,
+        /// The cluster's OIDC issuer (`aws eks describe-cluster --query cluster.identity.oidc.issuer`).
+        #[arg(long)]
+        oidc_provider: String,
+        #[arg(long, default_value = "kube-system")]
+        namespace: String,
+        #[arg(long, default_value = "ebs-csi-controller-sa")]
+        service_account: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum Call {
+    /// GetPluginInfo and Probe.
+    Info,
+    /// CreateVolume, with StorageClass parameters as key=value.
+    CreateVolume {
+        name: String,
+        /// Size in GiB.
+        #[arg(long, default_value_t = 10)]
+        size_gib: i64,
+        #[arg(long = "parameter", short = 'p', value_parser = key_value)]
+        parameters: Vec<(String, String)>,
+    },
+    DeleteVolume {
+        volume_id: String,
+    },
+    ListVolumes,
+    /// ControllerPublishVolume (attach to a node).
+    Publish {
+        volume_id: String,
+        node_id: String,
+    },
+    /// ControllerUnpublishVolume (detach from a node).
+    Unpublish {
+        volume_id: String,
+        node_id: String,
+    },
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} is not key=value"))
+}
+
+fn init_logging(format: LogFormat, verbosity: u8) {
+    let level = match verbosity {
+        0..=2 => "info",
+        3..=4 => "debug",
+        _ => "trace",
+    };
+    let filter =
+        EnvFilter::try_from_env("EBS_CSI_LOG").unwrap_or_else(|_| EnvFilter::new(format!("ebs_csi={level},warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn mount_capability() -> VolumeCapability {
+    VolumeCapability {
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+        access_type: Some(AccessType::Mount(MountVolume::default())),
+    }
+}
+
+async fn client(endpoint: &str, call: Call) -> Result<(), Box<dyn std::error::Error>> {
+    let channel = crate::client::connect(endpoint).await?;
+    let mut identity = IdentityClient::new(channel.clone());
+    let mut controller = ControllerClient::new(channel);
+    let out = match call {
+        Call::Info => {
+            let info = identity.get_plugin_info(GetPluginInfoRequest {}).await?.into_inner();
+            let probe = identity.probe(ProbeRequest {}).await?.into_inner();
+            format!("{info:#?}\n{probe:#?}")
+        }
+        Call::CreateVolume {
+            name,
+            size_gib,
+            parameters,
+        } => {
+            let req = CreateVolumeRequest {
+                name,
+                capacity_range: Some(CapacityRange {
+                    required_bytes: size_gib << 30,
+                    limit_bytes: 0,
+                }),
+                volume_capabilities: vec![mount_capability()],
+                parameters: parameters.into_iter().collect::<HashMap<_, _>>(),
+                ..Default::default()
+            };
+            format!("{:#?}", controller.create_volume(req).await?.into_inner())
+        }
+        Call::DeleteVolume { volume_id } => {
+            format!(
+                "{:#?}",
+                controller
+                    .delete_volume(DeleteVolumeRequest {
+                        volume_id,
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner()
+            )
+        }
+        Call::ListVolumes => format!(
+            "{:#?}",
+            controller
+                .list_volumes(ListVolumesRequest::default())
+                .await?
+                .into_inner()
+        ),
+        Call::Publish { volume_id, node_id } => {
+            let req = ControllerPublishVolumeRequest {
+                volume_id,
+                node_id,
+                volume_capability: Some(mount_capability()),
+                ..Default::default()
+            };
+            format!("{:#?}", controller.controller_publish_volume(req).await?.into_inner())
+        }
+        Call::Unpublish { volume_id, node_id } => {
+            let req = ControllerUnpublishVolumeRequest {
+                volume_id,
+                node_id,
+                ..Default::default()
+            };
+            format!("{:#?}", controller.controller_unpublish_volume(req).await?.into_inner())
+        }
+    };
+    println!("{out}");
+    Ok(())
+}
+
+async fn bench(existing: &[usize], samples: usize, cycles: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile_dir()?;
+    let result = async {
+        let figures = crate::bench::create_volume(&dir.join("create"), existing, samples).await?;
+        println!("CreateVolume on local, median of {samples} creates (1 GiB gp3), by volumes already in the store:");
+        let base = figures.first().map(|(_, d)| d.as_secs_f64()).unwrap_or(0.0);
+        for (size, median) in &figures {
+            let ratio = if base > 0.0 { median.as_secs_f64() / base } else { 0.0 };
+            println!(
+                "  {size:>7} existing: {:>8.3} ms  ({ratio:.2} x the first)",
+                median.as_secs_f64() * 1e3
+            );
+        }
+        let (driver, raw) = crate::bench::cycle(&dir.join("cycle"), cycles).await?;
+        println!(
+            "full cycle of a fresh 1 GiB ext4 volume, median of {cycles}: driver {:.1} ms, raw commands {:.1} ms ({:.2} x)",
+            driver.as_secs_f64() * 1e3,
+            raw.as_secs_f64() * 1e3,
+            driver.as_secs_f64() / raw.as_secs_f64().max(1e-9)
+        );
+        let rss = crate::bench::idle_rss_kib(&dir.join("rss")).await?;
+        println!(
+            "idle RSS of `serve --mode all --backend local`: {:.1} MiB",
+            rss as f64 / 1024.0
+        );
+        Ok::<(), crate::error::Error>(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(result?)
+}
+
+/// A fresh directory under the system temp dir.
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("ebs-csi-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Runs the command line `ebs-csi …` (the binary's whole main).
+pub async fn run() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging(args.logging_format, args.verbosity);
+            match crate::server::serve(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("ebs-csi: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Demo { keep, files } => ExitCode::from(crate::demo::run(keep, &files).await as u8),
+        Command::Bench {
+            existing,
+            samples,
+            cycles,
+        } => match bench(&existing, samples, cycles).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ebs-csi: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Iam { document } => {
+            let doc = match document {
+                IamDocument::Policy => crate::iam::policy(),
+                IamDocument::TrustPolicy {
+                    account,
+                    oidc_provider,
+                    namespace,
+                    service_account,
+                } => crate::iam::trust_policy(&account, &oidc_provider, &namespace, &service_account),
+            };
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Command::Client { endpoint, call } => match client(&endpoint, call).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                match e.downcast_ref::<tonic::Status>() {
+                    Some(s) => eprintln!("ebs-csi: {:?}: {}", s.code(), s.message()),
+                    None => eprintln!("ebs-csi: {e}"),
+                }
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

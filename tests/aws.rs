@@ -1,0 +1,624 @@
+//! The aws backend through the real gRPC server, against moto's EC2 server (started per test on
+//! 127.0.0.1). What moto cannot play — lost responses and throttling, instance metadata, Nitro
+//! NVMe devices — is played by the small stand-ins in support/aws.rs, each named as such.
+#![cfg(feature = "aws")]
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+
+use ebs_csi::csi::volume_capability::access_mode::Mode;
+use ebs_csi::csi::*;
+use support::aws::*;
+use support::*;
+use tonic::Code;
+
+async fn aws_driver(endpoint: &str, instance: &str, extra: &[&str]) -> Driver {
+    let env = Moto::env(endpoint);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut args = vec![
+        "--backend",
+        "aws",
+        "--node-id",
+        instance,
+        "--zone",
+        AZ,
+        "--instance-type",
+        "m5.large",
+    ];
+    args.extend_from_slice(extra);
+    Driver::start_custom(&args, &env).await
+}
+
+fn topo(zone: &str) -> TopologyRequirement {
+    let t = Topology {
+        segments: HashMap::from([("topology.kubernetes.io/zone".to_string(), zone.to_string())]),
+    };
+    TopologyRequirement {
+        requisite: vec![t.clone()],
+        preferred: vec![t],
+    }
+}
+
+fn create_in_zone(name: &str, gib: i64, pairs: &[(&str, &str)]) -> CreateVolumeRequest {
+    let mut r = create_req(name, gib, pairs);
+    r.accessibility_requirements = Some(topo(AZ));
+    r
+}
+
+#[tokio::test]
+async fn controller_life_cycle_against_moto() {
+    let moto = Moto::start();
+    let ec2 = moto.client();
+    let instance = moto.instance("m5.large").await;
+    let mut d = aws_driver(
+        &moto.url,
+        &instance,
+        &["--extra-tags", "team=storage", "--k8s-tag-cluster-id", "dev"],
+    )
+    .await;
+
+    let req = create_in_zone(
+        "pvc-aws-1",
+        10,
+        &[
+            ("type", "gp3"),
+            ("iops", "4000"),
+            ("csi.storage.k8s.io/pvc/name", "ebs-claim"),
+            ("csi.storage.k8s.io/pvc/namespace", "dev-ns"),
+            ("tagSpecification_1", "owner={{ .PVCNamespace | toUpper }}"),
+        ],
+    );
+    let v = d
+        .controller
+        .create_volume(req.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert!(v.volume_id.starts_with("vol-"));
+    assert_eq!(v.accessible_topology[0].segments["topology.kubernetes.io/zone"], AZ);
+    let again = d
+        .controller
+        .create_volume(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(
+        again.volume_id, v.volume_id,
+        "a repeated CreateVolume returns the same volume"
+    );
+    assert_eq!(
+        code(
+            d.controller
+                .create_volume(create_in_zone("pvc-aws-1", 20, &[("type", "gp3")]))
+                .await
+        ),
+        Code::AlreadyExists
+    );
+
+    // EC2 holds what the StorageClass asked for, with the driver's tags.
+    let described = ec2.describe_volumes().volume_ids(&v.volume_id).send().await.unwrap();
+    let ev = &described.volumes()[0];
+    assert_eq!(ev.size(), Some(10));
+    assert_eq!(ev.iops(), Some(4000));
+    assert_eq!(ev.volume_type().map(|t| t.as_str()), Some("gp3"));
+    let tags: HashMap<_, _> = ev
+        .tags()
+        .iter()
+        .map(|t| (t.key().unwrap().to_owned(), t.value().unwrap().to_owned()))
+        .collect();
+    assert_eq!(tags["CSIVolumeName"], "pvc-aws-1");
+    assert_eq!(tags["ebs.csi.aws.com/cluster"], "true");
+    assert_eq!(tags["kubernetes.io/cluster/dev"], "owned");
+    assert_eq!(tags["kubernetes.io/created-for/pvc/name"], "ebs-claim");
+    assert_eq!(tags["team"], "storage");
+    assert_eq!(tags["owner"], "DEV-NS");
+
+    // Attach: device names from /dev/xvdaa on; repeats give the same answer.
+    let ctx = d
+        .controller
+        .controller_publish_volume(publish_req(&v.volume_id, &instance))
+        .await
+        .unwrap()
+        .into_inner()
+        .publish_context;
+    assert_eq!(ctx["devicePath"], "/dev/xvdaa");
+    let ctx2 = d
+        .controller
+        .controller_publish_volume(publish_req(&v.volume_id, &instance))
+        .await
+        .unwrap()
+        .into_inner()
+        .publish_context;
+    assert_eq!(ctx2["devicePath"], "/dev/xvdaa");
+    let w = d
+        .controller
+        .create_volume(create_in_zone("pvc-aws-2", 1, &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let ctx3 = d
+        .controller
+        .controller_publish_volume(publish_req(&w.volume_id, &instance))
+        .await
+        .unwrap()
+        .into_inner()
+        .publish_context;
+    assert_eq!(ctx3["devicePath"], "/dev/xvdab");
+    let other = moto.instance("m5.large").await;
+    assert_eq!(
+        code(
+            d.controller
+                .controller_publish_volume(publish_req(&v.volume_id, &other))
+                .await
+        ),
+        Code::FailedPrecondition
+    );
+    assert_eq!(
+        code(
+            d.controller
+                .controller_publish_volume(publish_req(&w.volume_id, "i-0123456789abcdef0"))
+                .await
+        ),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(
+            d.controller
+                .controller_publish_volume(publish_req("vol-0123456789abcdef0", &instance))
+                .await
+        ),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(
+            d.controller
+                .controller_publish_volume(publish_req("../../etc", &instance))
+                .await
+        ),
+        Code::NotFound
+    );
+
+    for id in [&v.volume_id, &w.volume_id] {
+        d.controller
+            .controller_unpublish_volume(unpublish_req(id, &instance))
+            .await
+            .unwrap();
+        d.controller
+            .controller_unpublish_volume(unpublish_req(id, &instance))
+            .await
+            .unwrap();
+    }
+    let att = ec2.describe_volumes().volume_ids(&v.volume_id).send().await.unwrap();
+    assert!(att.volumes()[0].attachments().is_empty(), "detached in EC2");
+
+    // Expand and modify.
+    let expand = ControllerExpandVolumeRequest {
+        volume_id: v.volume_id.clone(),
+        capacity_range: Some(CapacityRange {
+            required_bytes: 20 * GIB,
+            limit_bytes: 0,
+        }),
+        volume_capability: Some(rwo()),
+        ..Default::default()
+    };
+    assert_eq!(
+        d.controller
+            .controller_expand_volume(expand)
+            .await
+            .unwrap()
+            .into_inner()
+            .capacity_bytes,
+        20 * GIB
+    );
+    let modify = ControllerModifyVolumeRequest {
+        volume_id: v.volume_id.clone(),
+        mutable_parameters: params(&[
+            ("iops", "6000"),
+            ("throughput", "300"),
+            ("tagSpecification_1", "tier=gold"),
+        ]),
+        ..Default::default()
+    };
+    d.controller.controller_modify_volume(modify).await.unwrap();
+    let ev = ec2.describe_volumes().volume_ids(&v.volume_id).send().await.unwrap();
+    let ev = &ev.volumes()[0];
+    assert_eq!(ev.size(), Some(20));
+    assert_eq!(ev.iops(), Some(6000));
+    assert!(
+        ev.tags()
+            .iter()
+            .any(|t| t.key() == Some("tier") && t.value() == Some("gold"))
+    );
+
+    // Snapshot, restore, list, delete.
+    let snap_req = CreateSnapshotRequest {
+        source_volume_id: v.volume_id.clone(),
+        name: "snapshot-aws".into(),
+        ..Default::default()
+    };
+    let s = d
+        .controller
+        .create_snapshot(snap_req.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert!(s.snapshot_id.starts_with("snap-"));
+    let s2 = d
+        .controller
+        .create_snapshot(snap_req)
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert_eq!(s.snapshot_id, s2.snapshot_id);
+    let mut restore = create_in_zone("pvc-restored", 30, &[]);
+    restore.volume_content_source = Some(VolumeContentSource {
+        r#type: Some(volume_content_source::Type::Snapshot(
+            volume_content_source::SnapshotSource {
+                snapshot_id: s.snapshot_id.clone(),
+            },
+        )),
+    });
+    let r = d
+        .controller
+        .create_volume(restore)
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let er = ec2.describe_volumes().volume_ids(&r.volume_id).send().await.unwrap();
+    assert_eq!(er.volumes()[0].snapshot_id(), Some(s.snapshot_id.as_str()));
+    let listed = d
+        .controller
+        .list_snapshots(ListSnapshotsRequest {
+            source_volume_id: v.volume_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.entries.len(), 1);
+    d.controller
+        .delete_snapshot(DeleteSnapshotRequest {
+            snapshot_id: s.snapshot_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    d.controller
+        .delete_snapshot(DeleteSnapshotRequest {
+            snapshot_id: s.snapshot_id,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // Paging: 5 volumes in pages of 2, each once.
+    for n in 0..2 {
+        d.controller
+            .create_volume(create_in_zone(&format!("pvc-page-{n}"), 1, &[]))
+            .await
+            .unwrap();
+    }
+    let mut seen = HashSet::new();
+    let mut token = String::new();
+    loop {
+        let page = d
+            .controller
+            .list_volumes(ListVolumesRequest {
+                max_entries: 2,
+                starting_token: token.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.entries.len() <= 2);
+        for e in page.entries {
+            assert!(seen.insert(e.volume.unwrap().volume_id));
+        }
+        if page.next_token.is_empty() {
+            break;
+        }
+        token = page.next_token;
+    }
+    assert_eq!(seen.len(), 5);
+    assert_eq!(
+        code(
+            d.controller
+                .list_volumes(ListVolumesRequest {
+                    max_entries: 2,
+                    starting_token: "bogus".into()
+                })
+                .await
+        ),
+        Code::Aborted
+    );
+
+    for id in seen {
+        d.controller
+            .delete_volume(DeleteVolumeRequest {
+                volume_id: id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        d.controller
+            .delete_volume(DeleteVolumeRequest {
+                volume_id: id,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    d.controller
+        .delete_volume(DeleteVolumeRequest {
+            volume_id: "garbage/..".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_before_ec2_is_called() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.url, HashMap::new());
+    let instance = moto.instance("m5.large").await;
+    let mut d = aws_driver(&proxy.url, &instance, &[]).await;
+    let before = proxy.actions.lock().unwrap().len();
+    let mut mars = create_req("p", 10, &[]);
+    mars.accessibility_requirements = Some(topo("mars-1a"));
+    assert_eq!(code(d.controller.create_volume(mars).await), Code::ResourceExhausted);
+    assert_eq!(
+        code(
+            d.controller
+                .create_volume(create_in_zone(
+                    "p",
+                    10,
+                    &[("type", "io2"), ("iops", "1000"), ("iopsPerGB", "2")]
+                ))
+                .await
+        ),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(
+            d.controller
+                .create_volume(create_in_zone("p", 20_000, &[("type", "sc1")]))
+                .await
+        ),
+        Code::OutOfRange
+    );
+    let mut multi = create_in_zone("p", 10, &[("type", "gp3")]);
+    multi.volume_capabilities = vec![block_cap(Mode::MultiNodeMultiWriter)];
+    assert_eq!(code(d.controller.create_volume(multi).await), Code::InvalidArgument);
+    assert_eq!(
+        proxy.actions.lock().unwrap().len(),
+        before,
+        "no EC2 call for a bad request"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_create_response_and_throttling_make_no_second_volume() {
+    let moto = Moto::start();
+    let plan = HashMap::from([
+        ("CreateVolume", vec![Fault::LoseResponse]),
+        ("DescribeVolumes", vec![Fault::Throttle, Fault::ServerError]),
+        ("AttachVolume", vec![Fault::Throttle]),
+    ]);
+    let proxy = FaultProxy::start(&moto.url, plan);
+    let instance = moto.instance("m5.large").await;
+    let mut d = aws_driver(&proxy.url, &instance, &[]).await;
+    let v = d
+        .controller
+        .create_volume(create_in_zone("pvc-lost", 5, &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let found = moto
+        .client()
+        .describe_volumes()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:CSIVolumeName")
+                .values("pvc-lost")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        found.volumes().len(),
+        1,
+        "the lost response did not lead to a second volume"
+    );
+    assert_eq!(found.volumes()[0].volume_id(), Some(v.volume_id.as_str()));
+    let ctx = d
+        .controller
+        .controller_publish_volume(publish_req(&v.volume_id, &instance))
+        .await
+        .unwrap()
+        .into_inner()
+        .publish_context;
+    assert!(ctx["devicePath"].starts_with("/dev/xvd"));
+    assert!(proxy.count("AttachVolume") >= 2, "the throttled attach was retried");
+}
+
+#[tokio::test]
+async fn fifty_concurrent_provisions_share_their_describes() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.url, HashMap::new());
+    let instances = [moto.instance("m7i.large").await, moto.instance("m7i.large").await];
+    let d = aws_driver(&proxy.url, &instances[0], &[]).await;
+    let mut calls = Vec::new();
+    for n in 0..50 {
+        let mut c = d.controller.clone();
+        let node = instances[n % 2].clone();
+        calls.push(tokio::spawn(async move {
+            let v = c
+                .create_volume(create_in_zone(&format!("pvc-many-{n}"), 1, &[]))
+                .await?
+                .into_inner()
+                .volume
+                .unwrap();
+            c.controller_publish_volume(publish_req(&v.volume_id, &node)).await?;
+            Ok::<_, tonic::Status>(v.volume_id)
+        }));
+    }
+    let mut ids = HashSet::new();
+    for c in calls {
+        ids.insert(c.await.unwrap().unwrap());
+    }
+    assert_eq!(ids.len(), 50);
+    let (creates, attaches, describes, instances_described) = (
+        proxy.count("CreateVolume"),
+        proxy.count("AttachVolume"),
+        proxy.count("DescribeVolumes"),
+        proxy.count("DescribeInstances"),
+    );
+    println!(
+        "EC2 calls for 50 create+attach: CreateVolume {creates}, AttachVolume {attaches}, DescribeVolumes {describes}, DescribeInstances {instances_described}"
+    );
+    assert_eq!(creates, 50);
+    assert_eq!(attaches, 50);
+    assert!(describes < 40, "describes were not shared: {describes}");
+    assert!(
+        instances_described <= 4,
+        "instances were described {instances_described} times"
+    );
+}
+
+#[tokio::test]
+async fn imds_gives_the_node_its_identity() {
+    let imds = Imds::start(
+        HashMap::from([
+            ("instance-id", "i-0abcdef0123456789"),
+            ("placement/availability-zone", "us-east-1b"),
+            ("placement/region", "us-east-1"),
+            ("instance-type", "m5.large"),
+            ("network/interfaces/macs/", "0e:00:00:00:00:01/\n0e:00:00:00:00:02/"),
+            ("block-device-mapping/", "ami\nroot"),
+        ]),
+        true,
+    );
+    let mut d = Driver::start_custom(
+        &["--backend", "aws", "--mode", "node"],
+        &[("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.url.as_str())],
+    )
+    .await;
+    let info = d.node.node_get_info(NodeGetInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.node_id, "i-0abcdef0123456789");
+    assert_eq!(
+        info.accessible_topology.unwrap().segments["topology.ebs.csi.aws.com/zone"],
+        "us-east-1b"
+    );
+    assert_eq!(
+        info.max_volumes_per_node, 25,
+        "28 Nitro slots less the root volume and two ENIs"
+    );
+
+    // A hop limit of 1 swallows the token response: the node says what to do.
+    let silent = Imds::start(HashMap::new(), false);
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebs-csi"))
+        .args(["serve", "--backend", "aws", "--mode", "node", "--endpoint"])
+        .arg(format!("unix://{}/s.sock", dir.path().display()))
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &silent.url)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("hop limit") && stderr.contains("--node-id"), "{stderr}");
+}
+
+#[tokio::test]
+async fn nvme_discovery_trusts_serials_not_links() {
+    let scratch = tempfile::Builder::new().prefix("ebs-csi-test-nvme").tempdir().unwrap();
+    let tree = NvmeTree::new(scratch.path());
+    let volume = "vol-0f00dfeedbeef1234";
+    let serial = "vol0f00dfeedbeef1234";
+    let real = Loop::new(scratch.path(), "real.img", 1);
+    let decoy = Loop::new(scratch.path(), "decoy.img", 1);
+    tree.serial(&real.device, serial);
+    tree.serial(&decoy.device, "vol0000000000000bad");
+    // udev's link for the volume points at the decoy: the serial must win.
+    tree.link(serial, &decoy.device);
+    let env = [
+        ("EBS_CSI_DEV_DISK_BY_ID", tree.by_id.to_str().unwrap()),
+        ("EBS_CSI_SYS_BLOCK", tree.sys_block.to_str().unwrap()),
+    ];
+    let mut d = Driver::start_custom(
+        &[
+            "--backend",
+            "aws",
+            "--mode",
+            "node",
+            "--node-id",
+            "i-0abcdef0123456789",
+            "--zone",
+            AZ,
+            "--instance-type",
+            "m5.large",
+        ],
+        &env,
+    )
+    .await;
+    let staging = d.staging_path(volume);
+    let stage = |ctx: HashMap<String, String>| NodeStageVolumeRequest {
+        volume_id: volume.into(),
+        publish_context: ctx,
+        staging_target_path: staging.clone(),
+        volume_capability: Some(rwo()),
+        ..Default::default()
+    };
+    let hint = HashMap::from([("devicePath".to_string(), "/dev/xvdaa".to_string())]);
+    d.node.node_stage_volume(stage(hint.clone())).await.unwrap();
+    let blkid = |dev: &std::path::Path| {
+        let out = std::process::Command::new("blkid")
+            .args(["-p", "-o", "value", "-s", "TYPE"])
+            .arg(dev)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(
+        blkid(&real.device),
+        "ext4",
+        "the device with the volume's serial was formatted"
+    );
+    assert_eq!(blkid(&decoy.device), "", "the decoy was left alone");
+    let staged = mounts_under(d.dir.path());
+    assert_eq!(staged.len(), 1);
+    d.node
+        .node_unstage_volume(NodeUnstageVolumeRequest {
+            volume_id: volume.into(),
+            staging_target_path: staging.clone(),
+        })
+        .await
+        .unwrap();
+
+    // No device has the serial: nothing is touched.
+    let other = "vol-0aaaaaaaaaaaaaaaa";
+    let mut req = stage(hint);
+    req.volume_id = other.into();
+    req.staging_target_path = d.staging_path(other);
+    let err = d.node.node_stage_volume(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("vol0aaaaaaaaaaaaaaaa"));
+    assert!(mounts_under(d.dir.path()).is_empty());
+    assert_eq!(blkid(&decoy.device), "");
+}

@@ -1,0 +1,362 @@
+//! Stand-ins for the aws backend's tests: moto's EC2 server (a real server, started here), a
+//! fault-injecting HTTP proxy in front of it, a tiny IMDSv2 server, and a /dev/disk/by-id +
+//! sysfs tree over real loop devices for NVMe discovery (there are no Nitro devices here).
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
+
+pub const REGION: &str = "us-east-1";
+pub const AZ: &str = "us-east-1a";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// moto's EC2 server on a port of its own, stopped (by its pid) on drop.
+pub struct Moto {
+    child: Child,
+    pub url: String,
+}
+
+fn moto_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("MOTO_SERVER") {
+        return p.into();
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-test/bin/moto_server");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("moto_server")
+    }
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = free_port();
+        let child = Command::new(moto_binary())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server (pip install \"moto[server]\", or run scripts/test.sh)");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Moto { child, url }
+    }
+
+    /// The environment that points the driver (and the SDK) at `url`.
+    pub fn env(url: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", url.to_owned()),
+            ("AWS_REGION", REGION.to_owned()),
+            ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+        ]
+    }
+
+    pub fn client(&self) -> Client {
+        let conf = aws_sdk_ec2::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .endpoint_url(&self.url)
+            .region(Region::new(REGION))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+            .build();
+        Client::from_conf(conf)
+    }
+
+    /// A running instance to attach to.
+    pub async fn instance(&self, instance_type: &str) -> String {
+        let out = self
+            .client()
+            .run_instances()
+            .image_id("ami-12345678")
+            .min_count(1)
+            .max_count(1)
+            .instance_type(aws_sdk_ec2::types::InstanceType::from(instance_type))
+            .placement(aws_sdk_ec2::types::Placement::builder().availability_zone(AZ).build())
+            .send()
+            .await
+            .unwrap();
+        out.instances()[0].instance_id().unwrap().to_owned()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the proxy does to one request, chosen by its EC2 action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Forward it, then drop the connection instead of answering (a lost response).
+    LoseResponse,
+    /// Answer 503 RequestLimitExceeded without forwarding.
+    Throttle,
+    /// Answer 500 InternalError without forwarding.
+    ServerError,
+}
+
+/// A fault-injecting HTTP proxy in front of moto: `plan` says, per action, which faults to
+/// inject on its first calls; every request's action is recorded.
+pub struct FaultProxy {
+    pub url: String,
+    pub actions: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicUsize>,
+}
+
+fn read_request(conn: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = conn.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = conn.read(&mut chunk).ok()?;
+                if n == 0 {
+                    return None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return Some(buf);
+        }
+    }
+}
+
+fn action_of(request: &[u8]) -> String {
+    let text = String::from_utf8_lossy(request);
+    text.split(['&', '\n', '?'])
+        .find_map(|p| p.trim().strip_prefix("Action="))
+        .map(|a| a.trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn error_response(status: &str, code: &str) -> Vec<u8> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error></Errors><RequestID>injected-1</RequestID></Response>"
+    );
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+impl FaultProxy {
+    pub fn start(upstream: &str, plan: HashMap<&'static str, Vec<Fault>>) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = upstream.trim_start_matches("http://").to_owned();
+        let actions = Arc::new(Mutex::new(Vec::new()));
+        let plan = Arc::new(Mutex::new(plan));
+        let stop = Arc::new(AtomicUsize::new(0));
+        let (seen, halt) = (actions.clone(), stop.clone());
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            while halt.load(Ordering::SeqCst) == 0 {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = conn.set_nonblocking(false);
+                let (upstream, seen, plan) = (upstream.clone(), seen.clone(), plan.clone());
+                std::thread::spawn(move || {
+                    // One request per connection: the SDK opens another when this one closes.
+                    let Some(request) = read_request(&mut conn) else { return };
+                    let action = action_of(&request);
+                    seen.lock().unwrap().push(action.clone());
+                    let fault = plan
+                        .lock()
+                        .unwrap()
+                        .get_mut(action.as_str())
+                        .and_then(|f| (!f.is_empty()).then(|| f.remove(0)));
+                    match fault {
+                        Some(Fault::Throttle) => {
+                            let _ = conn.write_all(&error_response("503 Service Unavailable", "RequestLimitExceeded"));
+                            return;
+                        }
+                        Some(Fault::ServerError) => {
+                            let _ = conn.write_all(&error_response("500 Internal Server Error", "InternalError"));
+                            return;
+                        }
+                        _ => {}
+                    }
+                    let Ok(mut up) = TcpStream::connect(&upstream) else {
+                        return;
+                    };
+                    // Ask moto to close after answering, so reading to the end is the response.
+                    let text = String::from_utf8_lossy(&request).replacen("\r\n", "\r\nConnection: close\r\n", 1);
+                    if up.write_all(text.as_bytes()).is_err() {
+                        return;
+                    }
+                    let mut response = Vec::new();
+                    let _ = up.read_to_end(&mut response);
+                    if fault == Some(Fault::LoseResponse) {
+                        return; // the work was done; the caller never hears of it
+                    }
+                    let _ = conn.write_all(&response);
+                });
+            }
+        });
+        FaultProxy { url, actions, stop }
+    }
+
+    pub fn count(&self, action: &str) -> usize {
+        self.actions.lock().unwrap().iter().filter(|a| *a == action).count()
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.stop.store(1, Ordering::SeqCst);
+    }
+}
+
+/// A tiny IMDSv2 server: a token for PUT /latest/api/token, then the metadata asked for with
+/// it. `answer_put: false` plays an instance whose hop limit swallows the token response.
+pub struct Imds {
+    pub url: String,
+    stop: Arc<AtomicUsize>,
+}
+
+impl Imds {
+    pub fn start(values: HashMap<&'static str, &'static str>, answer_put: bool) -> Imds {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let stop = Arc::new(AtomicUsize::new(0));
+        let halt = stop.clone();
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            while halt.load(Ordering::SeqCst) == 0 {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = conn.set_nonblocking(false);
+                let Some(req) = read_request(&mut conn) else { continue };
+                let text = String::from_utf8_lossy(&req).into_owned();
+                let line = text.lines().next().unwrap_or_default().to_owned();
+                let (status, body) = if line.starts_with("PUT /latest/api/token") {
+                    if !answer_put {
+                        std::thread::sleep(Duration::from_secs(5));
+                        continue;
+                    }
+                    ("200 OK", "test-token".to_owned())
+                } else if !text.contains("X-aws-ec2-metadata-token: test-token") {
+                    ("401 Unauthorized", String::new())
+                } else {
+                    let path = line
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or_default()
+                        .trim_start_matches("/latest/meta-data/");
+                    match values.get(path) {
+                        Some(v) => ("200 OK", v.to_string()),
+                        None => ("404 Not Found", String::new()),
+                    }
+                };
+                let _ = conn.write_all(
+                    format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        Imds { url, stop }
+    }
+}
+
+impl Drop for Imds {
+    fn drop(&mut self) {
+        self.stop.store(1, Ordering::SeqCst);
+    }
+}
+
+/// A fake udev/sysfs view over real loop devices: `by-id/nvme-Amazon_Elastic_Block_Store_<serial>`
+/// links and `sys/block/loopN/device/serial` files, as a Nitro instance shows its EBS volumes.
+pub struct NvmeTree {
+    pub by_id: PathBuf,
+    pub sys_block: PathBuf,
+}
+
+impl NvmeTree {
+    pub fn new(root: &Path) -> NvmeTree {
+        let tree = NvmeTree {
+            by_id: root.join("by-id"),
+            sys_block: root.join("sys-block"),
+        };
+        std::fs::create_dir_all(&tree.by_id).unwrap();
+        std::fs::create_dir_all(&tree.sys_block).unwrap();
+        tree
+    }
+
+    /// Gives a device a serial (what the NVMe controller reports).
+    pub fn serial(&self, device: &Path, serial: &str) {
+        let dir = self.sys_block.join(device.file_name().unwrap()).join("device");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("serial"), format!("{serial}\n")).unwrap();
+    }
+
+    /// The by-id link udev would make for `serial`, pointing at `device`.
+    pub fn link(&self, serial: &str, device: &Path) {
+        let link = self.by_id.join(format!("nvme-Amazon_Elastic_Block_Store_{serial}"));
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(device, link).unwrap();
+    }
+}
+
+/// A real loop device over a sparse file in `dir`, detached on drop.
+pub struct Loop {
+    pub device: PathBuf,
+}
+
+impl Loop {
+    pub fn new(dir: &Path, name: &str, gib: u64) -> Loop {
+        let file = dir.join(name);
+        std::fs::File::create(&file).unwrap().set_len(gib << 30).unwrap();
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        Loop {
+            device: PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
+        }
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("--detach").arg(&self.device).status();
+    }
+}
