@@ -23,8 +23,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the CSI driver.
     Serve(ServeArgs),
-    /// The seed's life cycle end to end on the local backend: create, attach, format, mount,
-    /// write the nginx page, expand, snapshot, restore, tear down. Needs root and loop devices.
+    /// Kubernetes YAML played end to end on the local backend, as the sidecars and kubelet would
+    /// (by default the seed's: create, attach, format, mount, write the nginx page, expand,
+    /// snapshot, restore, tear down). Needs root and loop devices.
     Demo {
         /// Leave the volumes published (and the driver running) at the end.
         #[arg(long)]
@@ -46,6 +47,15 @@ pub enum Command {
         /// Full cycles (driver and raw commands each) to time.
         #[arg(long, default_value_t = 30)]
         cycles: usize,
+        /// Instead: the aws backend against this EC2 endpoint (moto on loopback).
+        #[arg(long)]
+        aws_endpoint: Option<String>,
+        /// Concurrent callers for the aws bench.
+        #[arg(long, default_value_t = 16)]
+        callers: usize,
+        /// CreateVolume+DeleteVolume pairs for the aws bench.
+        #[arg(long, default_value_t = 400)]
+        operations: usize,
     },
     /// Print the IAM documents the controller needs on AWS.
     Iam {
@@ -241,6 +251,38 @@ async fn bench(existing: &[usize], samples: usize, cycles: usize) -> Result<(), 
     Ok(result?)
 }
 
+#[cfg(feature = "aws")]
+async fn bench_aws(url: &str, callers: usize, operations: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile_dir()?;
+    let result = crate::bench::aws(&dir, url, callers, operations).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let f = result?;
+    println!(
+        "aws backend against {url}: {} CreateVolume+DeleteVolume pairs, {} concurrent callers",
+        f.ops, f.callers
+    );
+    println!("  {:.1} create+delete per second", f.per_second);
+    println!(
+        "  {:.2} EC2 calls per create+delete: {:?}",
+        f.calls_per_create_delete, f.create_delete_calls
+    );
+    println!(
+        "  ControllerPublishVolume: {} EC2 calls; ControllerUnpublishVolume: {}",
+        f.publish_calls, f.unpublish_calls
+    );
+    println!(
+        "  controller RSS: {:.1} MiB idle, {:.1} MiB peak under load",
+        f.idle_rss_kib as f64 / 1024.0,
+        f.peak_rss_kib as f64 / 1024.0
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "aws"))]
+async fn bench_aws(_url: &str, _callers: usize, _operations: usize) -> Result<(), Box<dyn std::error::Error>> {
+    Err("this ebs-csi was built without the aws feature".into())
+}
+
 /// A fresh directory under the system temp dir.
 fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("ebs-csi-bench-{}", std::process::id()));
@@ -265,9 +307,22 @@ pub async fn run() -> ExitCode {
         }
         Command::Demo { keep, files } => ExitCode::from(crate::demo::run(keep, &files).await as u8),
         Command::Bench {
+            aws_endpoint: Some(url),
+            callers,
+            operations,
+            ..
+        } => match bench_aws(&url, callers, operations).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ebs-csi: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Bench {
             existing,
             samples,
             cycles,
+            ..
         } => match bench(&existing, samples, cycles).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -622,3 +622,47 @@ async fn nvme_discovery_trusts_serials_not_links() {
     assert!(mounts_under(d.dir.path()).is_empty());
     assert_eq!(blkid(&decoy.device), "");
 }
+
+#[tokio::test]
+async fn an_expand_and_a_modify_together_become_one_modify_volume() {
+    let moto = Moto::start();
+    let proxy = FaultProxy::start(&moto.url, HashMap::new());
+    let instance = moto.instance("m5.large").await;
+    let mut d = aws_driver(&proxy.url, &instance, &[]).await;
+    let v = d
+        .controller
+        .create_volume(create_in_zone("pvc-merge", 10, &[("type", "gp3")]))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let (mut a, mut b) = (d.controller.clone(), d.controller.clone());
+    let expand = ControllerExpandVolumeRequest {
+        volume_id: v.volume_id.clone(),
+        capacity_range: Some(CapacityRange {
+            required_bytes: 30 * GIB,
+            limit_bytes: 0,
+        }),
+        volume_capability: Some(rwo()),
+        ..Default::default()
+    };
+    let modify = ControllerModifyVolumeRequest {
+        volume_id: v.volume_id.clone(),
+        mutable_parameters: params(&[("iops", "5000")]),
+        ..Default::default()
+    };
+    let (e, m) = tokio::join!(a.controller_expand_volume(expand), b.controller_modify_volume(modify));
+    assert_eq!(e.unwrap().into_inner().capacity_bytes, 30 * GIB);
+    m.unwrap();
+    assert_eq!(proxy.count("ModifyVolume"), 1, "one modification for both changes");
+    let ev = moto
+        .client()
+        .describe_volumes()
+        .volume_ids(&v.volume_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ev.volumes()[0].size(), Some(30));
+    assert_eq!(ev.volumes()[0].iops(), Some(5000));
+}

@@ -340,13 +340,13 @@ impl ControllerService {
     async fn unpublish(&self, req: ControllerUnpublishVolumeRequest) -> Result<ControllerUnpublishVolumeResponse> {
         let id = require(&req.volume_id, "volume_id")?;
         let _guard = self.inflight.start(format!("volume/{id}"), &format!("volume {id}"))?;
-        let volume = match self.cloud.volume(id).await {
-            Ok(v) => v,
-            Err(Error::NotFound(_)) => return Ok(ControllerUnpublishVolumeResponse {}),
-            Err(e) => return Err(e),
-        };
+        // Only "every node" needs the volume's attachments; a named node is detached directly.
         let nodes: Vec<String> = if req.node_id.is_empty() {
-            volume.attachments.iter().map(|a| a.node.clone()).collect()
+            match self.cloud.volume(id).await {
+                Ok(v) => v.attachments.iter().map(|a| a.node.clone()).collect(),
+                Err(Error::NotFound(_)) => return Ok(ControllerUnpublishVolumeResponse {}),
+                Err(e) => return Err(e),
+            }
         } else {
             vec![req.node_id.clone()]
         };
@@ -485,7 +485,10 @@ impl ControllerService {
             req.volume_capability.as_ref().and_then(|c| c.access_type.as_ref()),
             Some(AccessType::Block(_))
         );
-        let _guard = self.inflight.start(format!("volume/{id}"), &format!("volume {id}"))?;
+        // Expand and modify have keys of their own: the cloud may merge them into one change.
+        let _guard = self
+            .inflight
+            .start(format!("expand/{id}"), &format!("expanding volume {id}"))?;
         let v = self.cloud.volume(id).await?;
         let wanted = params::size_gib(range.required_bytes, range.limit_bytes, v.volume_type)?;
         let v = if wanted > v.size_gib {
@@ -509,7 +512,9 @@ impl ControllerService {
     async fn modify(&self, req: ControllerModifyVolumeRequest) -> Result<ControllerModifyVolumeResponse> {
         let id = require(&req.volume_id, "volume_id")?;
         let change: ModifyParams = params::parse_modify_params(&req.mutable_parameters)?;
-        let _guard = self.inflight.start(format!("volume/{id}"), &format!("volume {id}"))?;
+        let _guard = self
+            .inflight
+            .start(format!("modify/{id}"), &format!("modifying volume {id}"))?;
         let v = self.cloud.volume(id).await?;
         let current = params::Performance {
             iops: v.iops,

@@ -76,7 +76,7 @@ impl<T: Clone + Send + 'static> Batcher<T> {
 }
 
 /// The same error for every waiter of a failed batch.
-fn copy(e: &Error) -> Error {
+pub fn copy(e: &Error) -> Error {
     match e {
         Error::InvalidArgument(m) => Error::InvalidArgument(m.clone()),
         Error::OutOfRange(m) => Error::OutOfRange(m.clone()),

@@ -99,6 +99,25 @@ fn to_volume(v: &ec2::Volume) -> Volume {
     }
 }
 
+/// CreateVolume's answer as the volume it describes.
+fn volume_from_create(v: &aws_sdk_ec2::operation::create_volume::CreateVolumeOutput) -> ec2::Volume {
+    ec2::Volume::builder()
+        .set_volume_id(v.volume_id().map(str::to_owned))
+        .set_size(v.size())
+        .set_volume_type(v.volume_type().cloned())
+        .set_iops(v.iops())
+        .set_throughput(v.throughput())
+        .set_encrypted(v.encrypted())
+        .set_kms_key_id(v.kms_key_id().map(str::to_owned))
+        .set_availability_zone(v.availability_zone().map(str::to_owned))
+        .set_multi_attach_enabled(v.multi_attach_enabled())
+        .set_snapshot_id(v.snapshot_id().map(str::to_owned))
+        .set_state(v.state().cloned())
+        .set_tags(Some(v.tags().to_vec()))
+        .set_attachments(Some(v.attachments().to_vec()))
+        .build()
+}
+
 fn to_snapshot(s: &ec2::Snapshot) -> Snapshot {
     let tags = tags_of(s.tags());
     let created = s
@@ -184,7 +203,21 @@ pub struct AwsCloud {
     /// CSI names of volumes this process created, so a repeated CreateVolume costs no call.
     names: Mutex<HashMap<String, String>>,
     last_probe: Mutex<Option<Instant>>,
+    /// Changes waiting to be sent as one ModifyVolume, by volume (see `change_volume`).
+    pending: Mutex<HashMap<String, PendingChange>>,
 }
+
+/// An expand and a modify of one volume arriving together become one ModifyVolume: EC2 allows
+/// one modification per volume every six hours, so two calls would fail the second.
+#[derive(Default)]
+struct PendingChange {
+    size: Option<u64>,
+    change: Modification,
+    waiters: Vec<tokio::sync::oneshot::Sender<Result<()>>>,
+}
+
+/// How long the first change of a volume waits for others to merge with.
+const MERGE_WINDOW: Duration = Duration::from_millis(500);
 
 impl AwsCloud {
     /// Connects with the default credential chain and region (env, profile, web identity, IMDS);
@@ -295,6 +328,7 @@ impl AwsCloud {
             slots: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
             last_probe: Mutex::new(Some(Instant::now())),
+            pending: Mutex::new(HashMap::new()),
         })
     }
 
@@ -424,9 +458,9 @@ impl AwsCloud {
         match out {
             Ok(v) => {
                 let id = v.volume_id().unwrap_or_default().to_owned();
-                let state = v.state().cloned();
-                if matches!(state, Some(ec2::VolumeState::Available)) {
-                    self.describe(&id).await
+                if matches!(v.state(), Some(ec2::VolumeState::Available)) {
+                    // The answer describes the volume fully: no DescribeVolumes needed.
+                    Ok(volume_from_create(&v))
                 } else {
                     self.wait_available(&id).await
                 }
@@ -530,6 +564,42 @@ impl AwsCloud {
             .get(id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("instance {id} does not exist")))
+    }
+
+    /// Queues a size and/or performance change; the first caller for a volume waits a moment,
+    /// then sends everything queued for it as one ModifyVolume and tells every caller the result.
+    async fn change_volume(&self, id: &str, size: Option<u64>, change: Modification) -> Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let leader = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let leader = !pending.contains_key(id);
+            let p = pending.entry(id.to_owned()).or_default();
+            p.size = p.size.max(size);
+            p.change.volume_type = change.volume_type.or(p.change.volume_type);
+            p.change.iops = change.iops.or(p.change.iops);
+            p.change.throughput = change.throughput.or(p.change.throughput);
+            p.change.tags.extend(change.tags);
+            p.waiters.push(tx);
+            leader
+        };
+        if leader {
+            tokio::time::sleep(MERGE_WINDOW).await;
+            let merged = self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(id)
+                .unwrap_or_default();
+            let result = self.modify_volume(id, merged.size, &merged.change).await;
+            for w in merged.waiters {
+                let _ = w.send(match &result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(batch::copy(e)),
+                });
+            }
+        }
+        rx.await
+            .map_err(|_| Error::Internal(format!("the change of volume {id} was dropped")))?
     }
 
     async fn wait_modification(&self, id: &str) -> Result<()> {
@@ -832,7 +902,7 @@ impl Cloud for AwsCloud {
     async fn resize(&self, id: &str, size_gib: u64) -> Result<Volume> {
         let v = self.describe(id).await?;
         if (v.size().unwrap_or(0).max(0) as u64) < size_gib {
-            self.modify_volume(id, Some(size_gib), &Modification::default()).await?;
+            self.change_volume(id, Some(size_gib), Modification::default()).await?;
         }
         let mut out = to_volume(&self.describe(id).await?);
         // EC2 reports the new size once the modification is optimizing.
@@ -842,7 +912,11 @@ impl Cloud for AwsCloud {
 
     async fn modify(&self, id: &str, change: &Modification) -> Result<Volume> {
         self.describe(id).await?;
-        self.modify_volume(id, None, change).await?;
+        let performance = Modification {
+            tags: Tags::new(),
+            ..change.clone()
+        };
+        self.change_volume(id, None, performance).await?;
         if !change.tags.is_empty() {
             self.count("CreateTags");
             self.ec2
