@@ -25,6 +25,16 @@ if [ ! -x .venv-test/bin/moto_server ]; then
 fi
 export MOTO_SERVER="$PWD/.venv-test/bin/moto_server"
 
+# kubernetes-validate (the Kubernetes schemas, offline), for tests/manifests.rs; same venv.
+if [ ! -x .venv-test/bin/kubernetes-validate ]; then
+  echo "== installing kubernetes-validate into .venv-test"
+  python3 -m venv .venv-test
+  .venv-test/bin/pip install -q kubernetes-validate
+fi
+export KUBERNETES_VALIDATE="$PWD/.venv-test/bin/kubernetes-validate"
+# tests/manifests.rs renders deploy/kubernetes with kubectl's built-in kustomize.
+command -v kubectl >/dev/null || { echo "kubectl is needed (kubectl kustomize renders deploy/kubernetes)" >&2; exit 1; }
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the CSI driver.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Kubernetes YAML played end to end on the local backend, as the sidecars and kubelet would
     /// (by default the seed's: create, attach, format, mount, write the nginx page, expand,
     /// snapshot, restore, tear down). Needs root and loop devices.
@@ -296,7 +296,7 @@ pub async fn run() -> ExitCode {
     match cli.command {
         Command::Serve(args) => {
             init_logging(args.logging_format, args.verbosity);
-            match crate::server::serve(args).await {
+            match crate::server::serve(*args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");

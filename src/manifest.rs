@@ -185,7 +185,7 @@ struct StorageClassDoc {
     metadata: Meta,
     provisioner: Option<String>,
     #[serde(default)]
-    parameters: BTreeMap<String, String>,
+    parameters: BTreeMap<String, Value>,
     volume_binding_mode: Option<String>,
     allow_volume_expansion: Option<bool>,
     reclaim_policy: Option<String>,
@@ -315,7 +315,7 @@ struct SnapshotClassDoc {
     driver: Option<String>,
     deletion_policy: Option<String>,
     #[serde(default)]
-    parameters: BTreeMap<String, String>,
+    parameters: BTreeMap<String, Value>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -342,7 +342,7 @@ struct SnapshotSourceDoc {
 struct AttributesClassDoc {
     driver_name: Option<String>,
     #[serde(default)]
-    parameters: BTreeMap<String, String>,
+    parameters: BTreeMap<String, Value>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -653,6 +653,9 @@ fn fnv1a(text: &str) -> u32 {
         .fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 
+/// A topology term: segments that must all match.
+pub type Term = BTreeMap<String, String>;
+
 /// The external-provisioner's topology requirement. `requisite`: the StorageClass's
 /// allowedTopologies, else the topology of every registered node, sorted and without repeats.
 /// `preferred`: the requisite terms rotated to start at the selected node's term
@@ -662,7 +665,7 @@ pub fn topology_requirement(
     nodes: &[NodeFacts],
     selected: Option<&NodeFacts>,
     pvc_name: &str,
-) -> (Vec<BTreeMap<String, String>>, Vec<BTreeMap<String, String>>) {
+) -> (Vec<Term>, Vec<Term>) {
     let mut requisite: Vec<BTreeMap<String, String>> = if class.allowed.is_empty() {
         nodes.iter().map(|n| n.topology.clone()).collect()
     } else {
@@ -758,7 +761,11 @@ fn documents(files: &[SourceFile]) -> Result<Vec<(Doc, Value)>> {
 
 /// serde's message starts with the field path when there is one: `spec.replicas: invalid type…`.
 fn typed_error(origin: &Origin, e: serde_yaml_ng::Error) -> ManifestError {
-    let text = e.to_string();
+    let mut text = e.to_string();
+    // The position is in the re-serialized document (see `typed`), not in the user's file.
+    if let Some(cut) = text.find(" at line ") {
+        text.truncate(cut);
+    }
     match text.split_once(": ") {
         Some((path, rest)) if !path.contains(' ') && !path.is_empty() => origin.error(path, rest),
         _ => origin.error("", text),
@@ -769,6 +776,23 @@ fn typed<T: serde::de::DeserializeOwned>(origin: &Origin, value: Value) -> Resul
     // Round-trip through text so that serde_yaml_ng tracks the path of a mistyped field.
     let text = serde_yaml_ng::to_string(&value).map_err(|e| origin.error("", e.to_string()))?;
     serde_yaml_ng::from_str(&text).map_err(|e| typed_error(origin, e))
+}
+
+/// A `map[string]string` field (StorageClass and class parameters): Kubernetes refuses any value
+/// that is not a string, where YAML would happily read `iops: 3000` as a number.
+fn string_map(origin: &Origin, field: &str, map: &BTreeMap<String, Value>) -> Result<BTreeMap<String, String>> {
+    map.iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => Ok((k.clone(), s.clone())),
+            other => Err(origin.error(
+                &format!("{field}.{k}"),
+                format!(
+                    "is {}, but Kubernetes takes only strings here: quote it",
+                    serde_yaml_ng::to_string(other).unwrap_or_default().trim()
+                ),
+            )),
+        })
+        .collect()
 }
 
 fn namespaced(doc: &Doc) -> String {
@@ -789,6 +813,19 @@ pub fn plan(files: &[SourceFile], node: &NodeFacts) -> Result<Plan> {
     b.finish()
 }
 
+/// A Deployment's or Pod's pod spec, kept until every claim is known.
+struct WorkloadDoc {
+    origin: Origin,
+    kind: &'static str,
+    namespace: String,
+    name: String,
+    /// None for a bare Pod.
+    replicas: Option<i64>,
+    pod: PodSpec,
+    /// Where the pod spec is in the object, for field paths.
+    base: &'static str,
+}
+
 #[derive(Default)]
 struct Builder {
     node: NodeFacts,
@@ -800,7 +837,7 @@ struct Builder {
     class_origin: BTreeMap<String, (Origin, StorageClassDoc)>,
     claim_docs: Vec<(Origin, PvcSpec)>,
     claim_updates: Vec<(Origin, usize, PvcSpec)>,
-    workload_docs: Vec<(Origin, String, String, String, Option<i64>, PodSpec, &'static str)>,
+    workload_docs: Vec<WorkloadDoc>,
     snapshot_classes: BTreeMap<String, (Origin, SnapshotClassDoc)>,
     snapshot_docs: Vec<(Origin, String, String, SnapshotSpec)>,
     attribute_classes: BTreeMap<String, (Origin, AttributesClassDoc)>,
@@ -880,21 +917,28 @@ impl Builder {
                     .template
                     .and_then(|t| t.spec)
                     .ok_or_else(|| origin.error("spec.template.spec", "is missing"))?;
-                self.workload_docs.push((
+                self.workload_docs.push(WorkloadDoc {
                     origin,
-                    "Deployment".into(),
-                    namespaced(&doc),
-                    doc.name,
-                    Some(spec.replicas.unwrap_or(1)),
+                    kind: "Deployment",
+                    namespace: namespaced(&doc),
+                    name: doc.name,
+                    replicas: Some(spec.replicas.unwrap_or(1)),
                     pod,
-                    "spec.template.spec",
-                ));
+                    base: "spec.template.spec",
+                });
             }
             "Pod" => {
                 let d: PodDoc = typed(&origin, value)?;
                 let pod = d.spec.ok_or_else(|| origin.error("spec", "is missing"))?;
-                self.workload_docs
-                    .push((origin, "Pod".into(), namespaced(&doc), doc.name, None, pod, "spec"));
+                self.workload_docs.push(WorkloadDoc {
+                    origin,
+                    kind: "Pod",
+                    namespace: namespaced(&doc),
+                    name: doc.name,
+                    replicas: None,
+                    pod,
+                    base: "spec",
+                });
             }
             "VolumeSnapshotClass" => {
                 let d: SnapshotClassDoc = typed(&origin, value)?;
@@ -970,7 +1014,7 @@ impl Builder {
         }
         let mut parameters = HashMap::new();
         let mut fs_type = DEFAULT_FSTYPE.to_owned();
-        for (k, v) in &d.parameters {
+        for (k, v) in &string_map(&origin, "parameters", &d.parameters)? {
             if k.starts_with(RESERVED_PREFIX) {
                 if !PROVISIONER_KEYS.contains(&k.as_str()) {
                     return Err(origin.error(
@@ -1245,7 +1289,7 @@ impl Builder {
 
     /// A VolumeAttributesClass's parameters, checked as ControllerModifyVolume will check them.
     fn attributes_class(&self, origin: &Origin, field: &str, name: &str) -> Result<HashMap<String, String>> {
-        let (_, vac) = self.attribute_classes.get(name).ok_or_else(|| {
+        let (vac_origin, vac) = self.attribute_classes.get(name).ok_or_else(|| {
             origin.error(
                 field,
                 format!("VolumeAttributesClass {name:?} is not defined in these files"),
@@ -1260,7 +1304,9 @@ impl Builder {
                 ),
             ));
         }
-        let parameters: HashMap<String, String> = vac.parameters.clone().into_iter().collect();
+        let parameters: HashMap<String, String> = string_map(vac_origin, "parameters", &vac.parameters)?
+            .into_iter()
+            .collect();
         params::parse_modify_params(&parameters)
             .map_err(|e| origin.error(field, format!("VolumeAttributesClass {name}: parameters: {e}")))?;
         Ok(parameters)
@@ -1275,7 +1321,16 @@ impl Builder {
 
     fn finish_workloads(&mut self) -> Result<()> {
         let docs = std::mem::take(&mut self.workload_docs);
-        for (origin, kind, namespace, name, replicas, pod, base) in docs {
+        for WorkloadDoc {
+            origin,
+            kind,
+            namespace,
+            name,
+            replicas,
+            pod,
+            base,
+        } in docs
+        {
             self.check_namespace(&origin, &namespace)?;
             let replicas = match replicas {
                 None => 1,
@@ -1415,7 +1470,7 @@ impl Builder {
                 })
                 .collect();
             self.plan.listed.push(Listed {
-                label: kind.clone(),
+                label: kind.to_owned(),
                 facts: format!(
                     "{namespace}/{name}, {replicas} {}{}{}",
                     if replicas == 1 { "pod" } else { "pods" },
@@ -1424,7 +1479,7 @@ impl Builder {
                 ),
             });
             self.plan.workloads.push(Workload {
-                kind,
+                kind: kind.to_owned(),
                 namespace,
                 name,
                 replicas,
@@ -1525,7 +1580,7 @@ impl Builder {
             }
             let uid = uid();
             let mut parameters = HashMap::new();
-            for (k, v) in &class.parameters {
+            for (k, v) in &string_map(class_origin, "parameters", &class.parameters)? {
                 if k.starts_with(RESERVED_PREFIX) {
                     if !SNAPSHOTTER_KEYS.contains(&k.as_str()) {
                         return Err(class_origin.error(

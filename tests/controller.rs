@@ -1243,3 +1243,37 @@ async fn hostile_names_and_ids_never_reach_the_filesystem() {
         1
     );
 }
+
+#[tokio::test]
+async fn the_capability_filesystem_and_creation_time_attributes_class_count() {
+    use ebs_csi::csi::volume_capability::{AccessType, MountVolume};
+    let mut d = Driver::start(&[]).await;
+    let xfs = |name: &str, pairs: &[(&str, &str)]| {
+        let mut r = create_req(name, 10, pairs);
+        r.volume_capabilities[0].access_type = Some(AccessType::Mount(MountVolume {
+            fs_type: "xfs".into(),
+            ..Default::default()
+        }));
+        r
+    };
+    // mkfs options are checked against the capability's filesystem, where the provisioner puts it.
+    d.controller
+        .create_volume(xfs("x1", &[("blockSize", "1024")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            d.controller
+                .create_volume(xfs("x2", &[("ext4EncryptionSupport", "true")]))
+                .await
+        ),
+        Code::InvalidArgument
+    );
+    // A VolumeAttributesClass named at creation sets the performance from the start.
+    let mut r = create_req("vac", 10, &[("type", "gp2")]);
+    r.mutable_parameters = params(&[("type", "io2"), ("iops", "500")]);
+    d.controller.create_volume(r.clone()).await.unwrap();
+    // … so the same name with another class is a different volume.
+    r.mutable_parameters = params(&[("type", "gp3")]);
+    assert_eq!(code(d.controller.create_volume(r).await), Code::AlreadyExists);
+}

@@ -105,15 +105,21 @@ fn stale_socket_is_replaced_but_other_files_are_not() {
 }
 
 #[test]
-fn aws_backend_says_it_is_not_built_yet() {
+fn aws_backend_without_a_region_says_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebs-csi"))
-        .args(["serve", "--backend", "aws", "--endpoint"])
+        .args(["serve", "--backend", "aws", "--mode", "controller", "--endpoint"])
         .arg(format!("unix://{}/s.sock", dir.path().display()))
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", dir.path().join("none"))
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no AWS region"), "{stderr}");
+    assert!(!dir.path().join("s.sock").exists(), "no socket is left behind");
 }
 
 #[tokio::test]

@@ -64,6 +64,19 @@ fn bytes(gib: u64) -> i64 {
     i64::try_from(gib.saturating_mul(GIB)).unwrap_or(i64::MAX)
 }
 
+/// The filesystem the capabilities ask for (the provisioner moves the StorageClass's fstype
+/// there), if any.
+fn capability_fs(caps: &[VolumeCapability]) -> Result<Option<params::FsType>> {
+    for cap in caps {
+        if let Some(AccessType::Mount(m)) = &cap.access_type
+            && !m.fs_type.is_empty()
+        {
+            return m.fs_type.parse().map(Some);
+        }
+    }
+    Ok(None)
+}
+
 fn content_source(source: &Option<VolumeSource>) -> Option<VolumeContentSource> {
     use volume_content_source::{SnapshotSource, Type, VolumeSource as VolSrc};
     source.as_ref().map(|s| VolumeContentSource {
@@ -163,7 +176,13 @@ impl ControllerService {
             )));
         }
         let caps = check_capabilities(&req.volume_capabilities)?;
-        let p = params::parse_create_params(&req.parameters)?;
+        // A VolumeAttributesClass named at creation applies from the start.
+        let p = params::parse_create_request(&req.parameters, &req.mutable_parameters)?;
+        p.validate_for_fs(
+            capability_fs(&req.volume_capabilities)?
+                .or(p.fs_type)
+                .unwrap_or(params::FsType::Ext4),
+        )?;
         let range = req.capacity_range.unwrap_or_default();
         let mut size_gib = params::size_gib(range.required_bytes, range.limit_bytes, p.volume_type)?;
 

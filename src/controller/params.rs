@@ -514,7 +514,11 @@ pub fn parse_create_request(
         out.encrypted = true;
     }
     out.check_static()?;
-    out.validate_for_fs(out.fs_type.unwrap_or(FsType::Ext4))?;
+    // Without an fstype here the filesystem comes from the volume capability, which the caller
+    // checks the mkfs options against (`validate_for_fs`).
+    if let Some(fs) = out.fs_type {
+        out.validate_for_fs(fs)?;
+    }
     Ok(out)
 }
 

@@ -714,10 +714,10 @@ impl Cloud for AwsCloud {
             }
         };
         let created = self.create_once(name, spec, snapshot.as_deref()).await;
-        if let Some(s) = temporary {
-            if let Err(e) = self.delete_snapshot(&s).await {
-                warn!(snapshot = %s, error = %e, "could not remove the temporary clone snapshot");
-            }
+        if let Some(s) = temporary
+            && let Err(e) = self.delete_snapshot(&s).await
+        {
+            warn!(snapshot = %s, error = %e, "could not remove the temporary clone snapshot");
         }
         let v = created?;
         let id = v.volume_id().unwrap_or_default().to_owned();
