@@ -125,6 +125,14 @@ mod tests {
             // Every call site: `ec2` (or `.ec2`), then `.operation()` on the same or the next line.
             let flat: String = text.split_whitespace().collect::<Vec<_>>().join("");
             for (i, _) in flat.match_indices("ec2.") {
+                // `ec2` itself, not the end of a longer name.
+                if flat[..i]
+                    .chars()
+                    .last()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
+                    continue;
+                }
                 let rest = &flat[i + 4..];
                 let name: String = rest
                     .chars()

@@ -516,8 +516,14 @@ pub fn parse_create_request(
     out.check_static()?;
     // Without an fstype here the filesystem comes from the volume capability, which the caller
     // checks the mkfs options against (`validate_for_fs`).
-    if let Some(fs) = out.fs_type {
-        out.validate_for_fs(fs)?;
+    // Options no filesystem can take are refused here all the same.
+    match out.fs_type {
+        Some(fs) => out.validate_for_fs(fs)?,
+        None => {
+            if let Err(e) = out.validate_for_fs(FsType::Ext4) {
+                out.validate_for_fs(FsType::Xfs).map_err(|_| e)?;
+            }
+        }
     }
     Ok(out)
 }
@@ -1787,9 +1793,12 @@ mod tests {
             Some(512)
         );
 
+        // Fine for xfs, so accepted until the filesystem is known; not for ext4.
+        let small = create(&[("blockSize", "512")]).unwrap();
+        invalid(small.validate_for_fs(FsType::Ext4));
+        assert!(small.validate_for_fs(FsType::Xfs).is_ok());
         let rejected: &[&[(&str, &str)]] = &[
             &[("blockSize", "3000")],
-            &[("blockSize", "512")],
             &[("blockSize", "131072")],
             &[("blockSize", "4x")],
             &[("blockSize", "k")],
@@ -1797,7 +1806,6 @@ mod tests {
             &[("blockSize", "8g")],
             &[("inodeSize", "64")],
             &[("inodeSize", "8192")],
-            &[("blockSize", "1024"), ("inodeSize", "2048")],
             &[("bytesPerInode", "512")],
             &[("numberOfInodes", "0")],
             &[("numberOfInodes", "4294967296")],
@@ -1814,6 +1822,9 @@ mod tests {
         for params in rejected {
             invalid(create(params));
         }
+        // Valid for xfs, so refused only once the filesystem (the capability's) is ext4.
+        let ext4_only = create(&[("blockSize", "1024"), ("inodeSize", "2048")]).unwrap();
+        invalid(ext4_only.validate_for_fs(FsType::Ext4));
         let msg = invalid(create(&[
             ("csi.storage.k8s.io/fstype", "xfs"),
             ("bytesPerInode", "4096"),

@@ -145,9 +145,9 @@ fn parse_token(token: Option<&str>) -> Result<(usize, Option<String>)> {
         ))
     };
     let rest = t.strip_prefix("ebs-csi:").ok_or_else(bad)?;
-    let (skip, ec2) = rest.split_once(':').ok_or_else(bad)?;
+    let (skip, page_token) = rest.split_once(':').ok_or_else(bad)?;
     let skip = skip.parse().map_err(|_| bad())?;
-    Ok((skip, (!ec2.is_empty()).then(|| ec2.to_owned())))
+    Ok((skip, (!page_token.is_empty()).then(|| page_token.to_owned())))
 }
 
 /// Cuts one EC2 page to at most `max` items and says where the next CSI page starts.
