@@ -117,13 +117,10 @@ impl Drop for Served {
 pub async fn idle_rss_kib(dir: &Path) -> Result<u64> {
     let served = Served::start(dir).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let status = std::fs::read_to_string(format!("/proc/{}/status", served.child.id())).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| Error::Internal("/proc has no VmRSS for serve".into()))
+    match rss_kib(served.child.id()) {
+        0 => Err(Error::Internal("/proc has no VmRSS for serve".into())),
+        kib => Ok(kib),
+    }
 }
 
 fn grpc(s: tonic::Status) -> Error {
@@ -271,7 +268,7 @@ pub struct AwsFigures {
     pub peak_rss_kib: u64,
 }
 
-#[cfg(feature = "aws")]
+/// A process's resident memory in KiB (0 when /proc does not say).
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
