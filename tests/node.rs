@@ -96,6 +96,16 @@ fn has_cap_sys_resource() -> bool {
     u64::from_str_radix(eff, 16).unwrap() & (1 << CAP_SYS_RESOURCE) != 0
 }
 
+/// NodeGetVolumeStats for a volume at a path, as kubelet asks.
+async fn volume_stats(d: &mut Driver, id: &str, path: &str) -> NodeGetVolumeStatsResponse {
+    let req = NodeGetVolumeStatsRequest {
+        volume_id: id.into(),
+        volume_path: path.into(),
+        ..Default::default()
+    };
+    d.node.node_get_volume_stats(req).await.unwrap().into_inner()
+}
+
 fn bytes_usage(usage: &[VolumeUsage]) -> &VolumeUsage {
     usage
         .iter()
@@ -186,16 +196,7 @@ async fn life_cycle(fs: &str) {
     let err = std::fs::write(format!("{ro}/other"), "x").unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EROFS));
 
-    let stats = d
-        .node
-        .node_get_volume_stats(NodeGetVolumeStatsRequest {
-            volume_id: id.clone(),
-            volume_path: target.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let stats = volume_stats(&mut d, &id, &target).await;
     let b = bytes_usage(&stats.usage);
     assert!(b.total > GIB && b.total <= 2 * GIB, "{b:?}");
     assert!(b.used > 0 && b.available > 0);
@@ -239,16 +240,7 @@ async fn life_cycle(fs: &str) {
     // the error says so, and the filesystem grows at the next stage instead (checked below).
     if fs == "xfs" || has_cap_sys_resource() {
         assert_eq!(nr.unwrap().into_inner().capacity_bytes, 4 * GIB);
-        let after = d
-            .node
-            .node_get_volume_stats(NodeGetVolumeStatsRequest {
-                volume_id: id.clone(),
-                volume_path: target.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let after = volume_stats(&mut d, &id, &target).await;
         assert!(bytes_usage(&after.usage).total > 3 * GIB, "{:?}", after.usage);
     } else {
         let e = nr.unwrap_err();
@@ -333,16 +325,7 @@ async fn raw_block_publish_binds_the_device() {
         .unwrap();
     assert!(std::fs::metadata(&target).unwrap().file_type().is_block_device());
     assert_eq!(fs_of(&ctx["devicePath"]), "", "a block volume is never formatted");
-    let stats = d
-        .node
-        .node_get_volume_stats(NodeGetVolumeStatsRequest {
-            volume_id: id.clone(),
-            volume_path: target.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let stats = volume_stats(&mut d, &id, &target).await;
     assert_eq!(bytes_usage(&stats.usage).total, GIB);
     d.node
         .node_unpublish_volume(NodeUnpublishVolumeRequest {
@@ -543,16 +526,7 @@ async fn restore_into_a_larger_volume_grows_the_filesystem_at_stage() {
         .await
         .unwrap();
     assert_eq!(std::fs::read_to_string(format!("{staging}/page")).unwrap(), "kept");
-    let stats = d
-        .node
-        .node_get_volume_stats(NodeGetVolumeStatsRequest {
-            volume_id: r.volume_id.clone(),
-            volume_path: staging.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let stats = volume_stats(&mut d, &r.volume_id, &staging).await;
     assert!(
         bytes_usage(&stats.usage).total > 2 * GIB,
         "grown to the 3 GiB device: {:?}",
