@@ -265,15 +265,22 @@ pub struct AwsFigures {
     pub publish_calls: u64,
     pub unpublish_calls: u64,
     pub idle_rss_kib: u64,
+    /// Of the idle RSS, what is anonymous memory (the rest is the binary's clean, shared pages).
+    pub idle_anon_kib: u64,
     pub peak_rss_kib: u64,
 }
 
 /// A process's resident memory in KiB (0 when /proc does not say).
 fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// One KiB figure of /proc/PID/status (`VmRSS:`, `RssAnon:` …), 0 when absent.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
@@ -368,6 +375,7 @@ pub async fn aws(dir: &Path, endpoint_url: &str, callers: usize, ops: usize) -> 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let pid = served.child.id();
     let idle_rss_kib = rss_kib(pid);
+    let idle_anon_kib = status_kib(pid, "RssAnon:");
 
     let zone = TopologyRequirement {
         requisite: vec![Topology {
@@ -504,6 +512,7 @@ pub async fn aws(dir: &Path, endpoint_url: &str, callers: usize, ops: usize) -> 
         publish_calls: counts.0,
         unpublish_calls: counts.1,
         idle_rss_kib,
+        idle_anon_kib,
         peak_rss_kib: peak.load(Ordering::SeqCst) as u64,
     })
 }

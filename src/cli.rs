@@ -271,8 +271,9 @@ async fn bench_aws(url: &str, callers: usize, operations: usize) -> Result<(), B
         f.publish_calls, f.unpublish_calls
     );
     println!(
-        "  controller RSS: {:.1} MiB idle, {:.1} MiB peak under load",
+        "  controller RSS: {:.1} MiB idle ({:.1} MiB of it anonymous), {:.1} MiB peak under load",
         f.idle_rss_kib as f64 / 1024.0,
+        f.idle_anon_kib as f64 / 1024.0,
         f.peak_rss_kib as f64 / 1024.0
     );
     Ok(())
