@@ -207,26 +207,24 @@ impl NodeService {
             .inflight
             .start(format!("target/{}", target.display()), &format!("volume {id}"))?;
 
-        let source = match &cap.access_type {
-            Some(AccessType::Block(_)) => self.locator.locate(id, &req.publish_context).await?,
-            _ => {
-                let staged = mount::mount_at(&staging)?.ok_or_else(|| {
-                    Error::FailedPrecondition(format!(
-                        "volume {id} is not staged at {}; NodeStageVolume first",
-                        staging.display()
-                    ))
-                })?;
-                let _ = staged;
-                staging.clone()
-            }
-        };
         let block = matches!(cap.access_type, Some(AccessType::Block(_)));
+        // A block volume is bound straight from its (proven) device; a filesystem from its staging mount.
+        let (source, staged) = if block {
+            (self.locator.locate(id, &req.publish_context).await?, None)
+        } else {
+            let staged = mount::mount_at(&staging)?.ok_or_else(|| {
+                Error::FailedPrecondition(format!(
+                    "volume {id} is not staged at {}; NodeStageVolume first",
+                    staging.display()
+                ))
+            })?;
+            (staging.clone(), Some(staged))
+        };
 
         if let Some(existing) = mount::mount_at(&target)? {
-            let same_source = if block {
-                source.file_name().is_some_and(|n| existing.root.file_name() == Some(n))
-            } else {
-                mount::mount_at(&staging)?.is_some_and(|s| s.source == existing.source && s.root == existing.root)
+            let same_source = match &staged {
+                None => source.file_name().is_some_and(|n| existing.root.file_name() == Some(n)),
+                Some(s) => s.source == existing.source && s.root == existing.root,
             };
             if same_source && existing.read_only() == read_only {
                 return Ok(NodePublishVolumeResponse {});
