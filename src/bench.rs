@@ -12,6 +12,19 @@ use crate::csi::volume_capability::{AccessMode, AccessType, MountVolume, access_
 use crate::csi::*;
 use crate::error::{Error, Result};
 
+/// A single-node mount capability, with `fs_type` ("" leaves the choice to the driver).
+fn mount_capability(fs_type: &str) -> VolumeCapability {
+    VolumeCapability {
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter as i32,
+        }),
+        access_type: Some(AccessType::Mount(MountVolume {
+            fs_type: fs_type.into(),
+            ..Default::default()
+        })),
+    }
+}
+
 fn create_request(name: String) -> tonic::Request<CreateVolumeRequest> {
     tonic::Request::new(CreateVolumeRequest {
         name,
@@ -19,12 +32,7 @@ fn create_request(name: String) -> tonic::Request<CreateVolumeRequest> {
             required_bytes: 1 << 30,
             limit_bytes: 0,
         }),
-        volume_capabilities: vec![VolumeCapability {
-            access_mode: Some(AccessMode {
-                mode: Mode::SingleNodeWriter as i32,
-            }),
-            access_type: Some(AccessType::Mount(MountVolume::default())),
-        }],
+        volume_capabilities: vec![mount_capability("")],
         ..Default::default()
     })
 }
@@ -134,15 +142,7 @@ async fn driver_cycle(
     root: &Path,
     n: usize,
 ) -> Result<Duration> {
-    let cap = VolumeCapability {
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-        access_type: Some(AccessType::Mount(MountVolume {
-            fs_type: "ext4".into(),
-            ..Default::default()
-        })),
-    };
+    let cap = mount_capability("ext4");
     let staging = root.join(format!("staging-{n}"));
     let target = root.join(format!("target-{n}"));
     let start = Instant::now();
@@ -309,6 +309,23 @@ async fn scrape(addr: &str) -> Result<std::collections::BTreeMap<String, u64>> {
         .collect())
 }
 
+/// A 1 GiB volume in `zone`, over gRPC.
+#[cfg(feature = "aws")]
+async fn create_in_zone(
+    c: &mut crate::csi::controller_client::ControllerClient<tonic::transport::Channel>,
+    name: String,
+    zone: &TopologyRequirement,
+) -> Result<Volume> {
+    let mut req = create_request(name).into_inner();
+    req.accessibility_requirements = Some(zone.clone());
+    Ok(c.create_volume(req)
+        .await
+        .map_err(grpc)?
+        .into_inner()
+        .volume
+        .unwrap_or_default())
+}
+
 #[cfg(feature = "aws")]
 fn delta(
     after: &std::collections::BTreeMap<String, u64>,
@@ -400,17 +417,13 @@ pub async fn aws(dir: &Path, endpoint_url: &str, callers: usize, ops: usize) -> 
     for _ in 0..callers {
         let (mut c, next, zone) = (ControllerClient::new(channel.clone()), next.clone(), zone.clone());
         tasks.push(tokio::spawn(async move {
-            while next.fetch_add(1, Ordering::SeqCst) < ops {
-                let n = next.load(Ordering::SeqCst);
-                let mut req = create_request(format!("bench-{n}-{}", rand::random::<u32>())).into_inner();
-                req.accessibility_requirements = Some(zone.clone());
-                let v = c
-                    .create_volume(req)
-                    .await
-                    .map_err(grpc)?
-                    .into_inner()
-                    .volume
-                    .unwrap_or_default();
+            // Each caller takes the next pair number until all are taken.
+            loop {
+                let n = next.fetch_add(1, Ordering::SeqCst);
+                if n >= ops {
+                    break;
+                }
+                let v = create_in_zone(&mut c, format!("bench-{n}-{}", rand::random::<u32>()), &zone).await?;
                 c.delete_volume(DeleteVolumeRequest {
                     volume_id: v.volume_id,
                     ..Default::default()
@@ -464,20 +477,8 @@ pub async fn aws(dir: &Path, endpoint_url: &str, callers: usize, ops: usize) -> 
     let mut c = ControllerClient::new(channel.clone());
     let mut counts = (0, 0);
     for round in 0..2 {
-        let mut req = create_request(format!("bench-publish-{round}")).into_inner();
-        req.accessibility_requirements = Some(zone.clone());
-        let v = c
-            .create_volume(req)
-            .await
-            .map_err(grpc)?
-            .into_inner()
-            .volume
-            .unwrap_or_default();
-        let cap = create_request(String::new())
-            .into_inner()
-            .volume_capabilities
-            .into_iter()
-            .next();
+        let v = create_in_zone(&mut c, format!("bench-publish-{round}"), &zone).await?;
+        let cap = Some(mount_capability(""));
         let b = scrape(&metrics).await?;
         let publish = ControllerPublishVolumeRequest {
             volume_id: v.volume_id.clone(),
