@@ -262,13 +262,7 @@ async fn controller_life_cycle_against_moto() {
         .unwrap();
     assert_eq!(s.snapshot_id, s2.snapshot_id);
     let mut restore = create_in_zone("pvc-restored", 30, &[]);
-    restore.volume_content_source = Some(VolumeContentSource {
-        r#type: Some(volume_content_source::Type::Snapshot(
-            volume_content_source::SnapshotSource {
-                snapshot_id: s.snapshot_id.clone(),
-            },
-        )),
-    });
+    restore.volume_content_source = Some(from_snapshot(&s.snapshot_id));
     let r = d
         .controller
         .create_volume(restore)

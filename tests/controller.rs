@@ -264,22 +264,10 @@ async fn bad_create_requests_get_clear_codes_and_create_nothing() {
     multi_mount.volume_capabilities = vec![mount_cap(Mode::MultiNodeMultiWriter)];
     cases.push(("multi-attach filesystem", multi_mount, Code::InvalidArgument));
     let mut no_snap = create_req("p", 10, &[]);
-    no_snap.volume_content_source = Some(VolumeContentSource {
-        r#type: Some(volume_content_source::Type::Snapshot(
-            volume_content_source::SnapshotSource {
-                snapshot_id: "snap-0123456789abcdef0".into(),
-            },
-        )),
-    });
+    no_snap.volume_content_source = Some(from_snapshot("snap-0123456789abcdef0"));
     cases.push(("missing source snapshot", no_snap, Code::NotFound));
     let mut traversal = create_req("p", 10, &[]);
-    traversal.volume_content_source = Some(VolumeContentSource {
-        r#type: Some(volume_content_source::Type::Volume(
-            volume_content_source::VolumeSource {
-                volume_id: "../../etc/passwd".into(),
-            },
-        )),
-    });
+    traversal.volume_content_source = Some(from_volume("../../etc/passwd"));
     cases.push(("source volume id with ../", traversal, Code::NotFound));
     let mut mars = create_req("p", 10, &[]);
     mars.accessibility_requirements = Some(TopologyRequirement {
@@ -712,13 +700,7 @@ async fn snapshots_restore_and_clone_carry_the_data() {
 
     // Restore into a larger volume, and clone the source: both hold the payload.
     let mut restore = create_req("restored", 4, &[]);
-    restore.volume_content_source = Some(VolumeContentSource {
-        r#type: Some(volume_content_source::Type::Snapshot(
-            volume_content_source::SnapshotSource {
-                snapshot_id: s.snapshot_id.clone(),
-            },
-        )),
-    });
+    restore.volume_content_source = Some(from_snapshot(&s.snapshot_id));
     let r = d
         .controller
         .create_volume(restore)
@@ -730,13 +712,7 @@ async fn snapshots_restore_and_clone_carry_the_data() {
     assert_eq!(r.capacity_bytes, 4 * GIB);
     assert!(r.content_source.is_some());
     let mut clone = create_req("clone", 1, &[]);
-    clone.volume_content_source = Some(VolumeContentSource {
-        r#type: Some(volume_content_source::Type::Volume(
-            volume_content_source::VolumeSource {
-                volume_id: v.volume_id.clone(),
-            },
-        )),
-    });
+    clone.volume_content_source = Some(from_volume(&v.volume_id));
     let c = d
         .controller
         .create_volume(clone)

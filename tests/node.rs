@@ -492,13 +492,7 @@ async fn restore_into_a_larger_volume_grows_the_filesystem_at_stage() {
         .unwrap();
 
     let mut req = create_req("pvc-restored", 3, &[]);
-    req.volume_content_source = Some(VolumeContentSource {
-        r#type: Some(volume_content_source::Type::Snapshot(
-            volume_content_source::SnapshotSource {
-                snapshot_id: snap.snapshot_id,
-            },
-        )),
-    });
+    req.volume_content_source = Some(from_snapshot(&snap.snapshot_id));
     let r = d
         .controller
         .create_volume(req)

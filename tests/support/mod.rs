@@ -331,6 +331,28 @@ pub fn unpublish_req(volume: &str, node: &str) -> ControllerUnpublishVolumeReque
     }
 }
 
+/// A content source restoring a snapshot.
+pub fn from_snapshot(snapshot_id: &str) -> VolumeContentSource {
+    VolumeContentSource {
+        r#type: Some(volume_content_source::Type::Snapshot(
+            volume_content_source::SnapshotSource {
+                snapshot_id: snapshot_id.into(),
+            },
+        )),
+    }
+}
+
+/// A content source cloning a volume.
+pub fn from_volume(volume_id: &str) -> VolumeContentSource {
+    VolumeContentSource {
+        r#type: Some(volume_content_source::Type::Volume(
+            volume_content_source::VolumeSource {
+                volume_id: volume_id.into(),
+            },
+        )),
+    }
+}
+
 /// The gRPC code of a failed call, or panics with what it returned instead.
 pub fn code<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> tonic::Code {
     match r {
