@@ -890,6 +890,70 @@ async fn expand_grows_the_image_and_the_attached_device() {
         code(d.controller.controller_expand_volume(too_big).await),
         Code::OutOfRange
     );
+    // 17 TiB is within gp3's 64 TiB, but ext4 (where the local store lives here) holds no
+    // file above 16 TiB: the request's size is what cannot be served, not a fault of ours.
+    let mut past_ext4 = expand(17 * 1024, false);
+    past_ext4.volume_id = id.clone();
+    let answer = d.controller.controller_expand_volume(past_ext4).await;
+    if store_is_ext4(&d) {
+        let err = answer.unwrap_err();
+        assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+        let created = d.controller.create_volume(create_req("huge", 17 * 1024, &[])).await;
+        assert_eq!(code(created), Code::OutOfRange);
+    } else {
+        assert_ne!(code(answer), Code::Internal);
+    }
+    d.controller
+        .controller_unpublish_volume(unpublish_req(&id, NODE))
+        .await
+        .unwrap();
+}
+
+fn store_is_ext4(d: &Driver) -> bool {
+    const EXT4_SUPER_MAGIC: i64 = 0xEF53;
+    nix::sys::statfs::statfs(d.dir.path())
+        .map(|s| s.filesystem_type().0 as i64 == EXT4_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn a_second_publish_with_the_other_read_only_flag_is_already_exists() {
+    let mut d = Driver::start(&[]).await;
+    let id = d
+        .controller
+        .create_volume(create_req("pvc-ro", 1, &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap()
+        .volume_id;
+    let publish = |read_only: bool| ControllerPublishVolumeRequest {
+        readonly: read_only,
+        ..publish_req(&id, NODE)
+    };
+    d.controller.controller_publish_volume(publish(false)).await.unwrap();
+    d.controller.controller_publish_volume(publish(false)).await.unwrap();
+    let err = d.controller.controller_publish_volume(publish(true)).await.unwrap_err();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
+    assert!(err.message().contains("read-write"), "{}", err.message());
+    d.controller
+        .controller_unpublish_volume(unpublish_req(&id, NODE))
+        .await
+        .unwrap();
+    let ctx = d
+        .controller
+        .controller_publish_volume(publish(true))
+        .await
+        .unwrap()
+        .into_inner()
+        .publish_context;
+    assert_eq!(ctx.get("readonly").map(String::as_str), Some("true"));
+    d.controller.controller_publish_volume(publish(true)).await.unwrap();
+    assert_eq!(
+        code(d.controller.controller_publish_volume(publish(false)).await),
+        Code::AlreadyExists
+    );
     d.controller
         .controller_unpublish_volume(unpublish_req(&id, NODE))
         .await

@@ -414,7 +414,7 @@ async fn bad_node_requests() {
         (
             "unknown volume",
             stage_req("vol-0123456789abcdef0", &good, &HashMap::new(), rwo(), &HashMap::new()),
-            Code::FailedPrecondition,
+            Code::NotFound,
         ),
         (
             "garbage volume",

@@ -45,6 +45,9 @@ pub struct Attachment {
     pub node: String,
     /// The block device on the node, as the cloud reports it (`/dev/loop3`, `/dev/xvdba`).
     pub device: String,
+    /// Published read-only (kept only by clouds that say so: `keeps_read_only`).
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,8 +131,15 @@ pub trait Cloud: Send + Sync + 'static {
     async fn volume_by_name(&self, name: &str) -> Result<Option<Volume>>;
     async fn list_volumes(&self, start: Option<&str>, max: usize) -> Result<Page<Volume>>;
 
-    /// Attaches the volume to the node (waiting until done) and returns the attachment.
-    async fn attach(&self, id: &str, node: &str) -> Result<Attachment>;
+    /// Attaches the volume to the node (waiting until done) and returns the attachment. A cloud
+    /// that keeps the read-only flag refuses a second attach to the node with the other flag
+    /// (AlreadyExists); one that does not ignores it.
+    async fn attach(&self, id: &str, node: &str, read_only: bool) -> Result<Attachment>;
+    /// Whether attachments remember `read_only`, so the controller may offer PUBLISH_READONLY.
+    /// EC2 attachments have no such flag.
+    fn keeps_read_only(&self) -> bool {
+        false
+    }
     /// Detaches; success when it was not attached there.
     async fn detach(&self, id: &str, node: &str) -> Result<()>;
 

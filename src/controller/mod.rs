@@ -346,7 +346,7 @@ impl ControllerService {
                 "volume {id} is not a multi-attach volume; it cannot be published with multi-node access"
             )));
         }
-        let attachment = self.cloud.attach(id, node).await?;
+        let attachment = self.cloud.attach(id, node, req.readonly).await?;
         let mut context = HashMap::from([("devicePath".to_owned(), attachment.device)]);
         if req.readonly {
             context.insert("readonly".into(), "true".into());
@@ -764,8 +764,12 @@ impl Controller for ControllerService {
         &self,
         _: Request<ControllerGetCapabilitiesRequest>,
     ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
+        // PUBLISH_READONLY promises that a publish with the other flag is refused, which needs
+        // a cloud that remembers the flag.
+        let keeps_read_only = self.cloud.keeps_read_only();
         let capabilities = CAPABILITIES
             .iter()
+            .filter(|t| keeps_read_only || **t != RpcType::PublishReadonly)
             .map(|t| ControllerServiceCapability {
                 r#type: Some(controller_service_capability::Type::Rpc(Rpc { r#type: *t as i32 })),
             })

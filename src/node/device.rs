@@ -18,6 +18,11 @@ pub trait DeviceLocator: Send + Sync + 'static {
     /// The device holding `volume_id`, proven to be that volume's. `publish_context` is what
     /// ControllerPublishVolume returned (its `devicePath` is a hint, never trusted alone).
     async fn locate(&self, volume_id: &str, publish_context: &HashMap<String, String>) -> Result<PathBuf>;
+
+    /// Whether block device `device` (`/dev/<kernel name>`) is `volume_id`'s, by the same
+    /// evidence `locate` uses. Every node call that acts on something it found at a path asks
+    /// this first (see `node::proof`).
+    fn owns(&self, volume_id: &str, device: &Path) -> bool;
 }
 
 /// The local backend's devices: loop devices whose backing file is the volume's image.
@@ -63,8 +68,17 @@ impl LoopLocator {
 
 #[tonic::async_trait]
 impl DeviceLocator for LoopLocator {
+    fn owns(&self, volume_id: &str, device: &Path) -> bool {
+        self.image(volume_id)
+            .is_ok_and(|image| loopdev::backing_file(device).is_some_and(|b| b == image))
+    }
+
     async fn locate(&self, volume_id: &str, publish_context: &HashMap<String, String>) -> Result<PathBuf> {
         let image = self.image(volume_id)?;
+        // The node shares the store: a volume without an image does not exist at all.
+        if !image.exists() {
+            return Err(Error::NotFound(format!("volume {volume_id} does not exist")));
+        }
         let hint = publish_context.get("devicePath").map(PathBuf::from);
         if let Some(h) = &hint
             && !h.to_str().is_some_and(|s| s.starts_with("/dev/loop"))
@@ -158,6 +172,24 @@ impl EbsLocator {
     }
 }
 
+impl EbsLocator {
+    fn any_nvme(&self) -> bool {
+        std::fs::read_dir(&self.sys_block).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| self.serial_of(&self.dev.join(e.file_name())).is_some())
+        })
+    }
+
+    /// A whole disk (not a partition: those have no /sys/block entry) named as Xen names them.
+    fn is_xen_disk(&self, device: &Path) -> bool {
+        device
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| (n.starts_with("xvd") || n.starts_with("sd")) && self.sys_block.join(n).exists())
+    }
+}
+
 fn warn_decoy(volume_id: &str, dev: &Path, serial: Option<&str>) {
     tracing::warn!(
         volume = volume_id,
@@ -169,6 +201,18 @@ fn warn_decoy(volume_id: &str, dev: &Path, serial: Option<&str>) {
 
 #[tonic::async_trait]
 impl DeviceLocator for EbsLocator {
+    fn owns(&self, volume_id: &str, device: &Path) -> bool {
+        if !crate::cloud::is_ec2_id("vol", volume_id) {
+            return false;
+        }
+        match self.serial_of(device) {
+            Some(serial) => serial == volume_id.replace('-', ""),
+            // Xen instances give their EBS disks no identity at all; there, a whole disk with a
+            // Xen name is as much proof as exists. On Nitro every EBS disk has its serial.
+            None => !self.any_nvme() && self.is_xen_disk(device),
+        }
+    }
+
     async fn locate(&self, volume_id: &str, publish_context: &HashMap<String, String>) -> Result<PathBuf> {
         if !crate::cloud::is_ec2_id("vol", volume_id) {
             return Err(Error::NotFound(format!("{volume_id:?} is not an EBS volume id")));

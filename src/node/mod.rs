@@ -2,13 +2,14 @@
 //! the staging path, bind it into pods; and back. Every host change goes through `crate::os`.
 
 pub mod device;
+pub mod proof;
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use tracing::info;
+use tracing::{info, warn};
 
 use self::device::DeviceLocator;
 use crate::capability::check_capability;
@@ -20,7 +21,7 @@ use crate::csi::volume_capability::{AccessType, access_mode::Mode};
 use crate::csi::*;
 use crate::error::{Error, Result};
 use crate::inflight::InFlight;
-use crate::os::{format, mount, resize, stats};
+use crate::os::{blockdev, format, mount, resize, stats};
 use crate::rpc::{require, traced};
 
 /// Who this node is, as NodeGetInfo reports it.
@@ -37,15 +38,49 @@ pub struct NodeService {
     inflight: InFlight,
 }
 
-/// A path from the CO: required, absolute, and without `..`, so it names exactly one place.
-fn checked_path(value: &str, field: &str) -> Result<PathBuf> {
-    let path = Path::new(require(value, field)?);
-    if !path.is_absolute() || path.components().any(|c| c == Component::ParentDir) || value.contains('\0') {
-        return Err(Error::InvalidArgument(format!(
-            "{field} {value:?} must be an absolute path without '..'"
-        )));
+/// The longest path and path component Linux takes (PATH_MAX less its NUL, NAME_MAX).
+const PATH_MAX: usize = 4095;
+const NAME_MAX: usize = 255;
+
+/// Why `value` cannot name a place on this host, if it cannot: it must be absolute, without
+/// `..` or NUL, and within the kernel's length limits. Never resolved against a working dir.
+fn path_problem(value: &str) -> Option<&'static str> {
+    let path = Path::new(value);
+    if !path.is_absolute() {
+        Some("must be an absolute path")
+    } else if path.components().any(|c| c == Component::ParentDir) {
+        Some("must not contain '..'")
+    } else if value.contains('\0') {
+        Some("must not contain a NUL byte")
+    } else if value.len() > PATH_MAX {
+        Some("is longer than the 4095 bytes a Linux path may have")
+    } else if path.iter().any(|c| c.len() > NAME_MAX) {
+        Some("has a component longer than the 255 bytes Linux allows")
+    } else {
+        None
     }
-    Ok(path.to_owned())
+}
+
+/// A path the CO asks the node to make or use: required, and well-formed.
+fn checked_path(value: &str, field: &str) -> Result<PathBuf> {
+    require(value, field)?;
+    match path_problem(value) {
+        Some(problem) => Err(Error::InvalidArgument(format!("{field} {value:?} {problem}"))),
+        None => Ok(PathBuf::from(value)),
+    }
+}
+
+/// A path where the CO says the volume already is (unstage, unpublish, stats, expand, health):
+/// required; a path that cannot exist cannot hold the volume either, so a bad shape is
+/// NOT_FOUND, and such a path is never resolved against anything.
+fn volume_path(value: &str, field: &str, id: &str) -> Result<PathBuf> {
+    require(value, field)?;
+    match path_problem(value) {
+        Some(problem) => Err(Error::NotFound(format!(
+            "volume {id} is not at {field} {value:?}: it {problem}"
+        ))),
+        None => Ok(PathBuf::from(value)),
+    }
 }
 
 fn capability(cap: &Option<VolumeCapability>) -> Result<&VolumeCapability> {
@@ -54,6 +89,14 @@ fn capability(cap: &Option<VolumeCapability>) -> Result<&VolumeCapability> {
         .ok_or_else(|| Error::InvalidArgument("volume_capability is required".into()))?;
     check_capability(cap)?;
     Ok(cap)
+}
+
+/// Access modes that allow one publication on the node at a time.
+fn single_publish_mode(cap: &VolumeCapability) -> bool {
+    matches!(
+        cap.access_mode.as_ref().map(|m| m.mode()),
+        Some(Mode::SingleNodeSingleWriter | Mode::SingleNodeReaderOnly)
+    )
 }
 
 fn read_only_mode(cap: &VolumeCapability) -> bool {
@@ -95,24 +138,55 @@ fn mkfs_options(context: &HashMap<String, String>) -> Result<format::MkfsOptions
     })
 }
 
+/// A failure to make or remove something at a path the CO gave: the path's fault (a file where
+/// a directory must be, a read-only place) is the caller's to fix, not an internal error.
+fn path_error(what: &str, path: &Path, e: &std::io::Error) -> Error {
+    let message = format!("cannot {what} {}: {e}", path.display());
+    match e.raw_os_error().map(nix::errno::Errno::from_raw) {
+        Some(
+            nix::errno::Errno::ENOTDIR
+            | nix::errno::Errno::EEXIST
+            | nix::errno::Errno::ENAMETOOLONG
+            | nix::errno::Errno::ELOOP,
+        ) => Error::InvalidArgument(message),
+        Some(nix::errno::Errno::EROFS | nix::errno::Errno::EACCES | nix::errno::Errno::EPERM) => {
+            Error::FailedPrecondition(message)
+        }
+        _ => Error::Internal(message),
+    }
+}
+
 fn create_dir(path: &Path) -> Result<()> {
-    std::fs::create_dir_all(path).map_err(|e| Error::internal(format!("cannot create {}", path.display()), e))
+    std::fs::create_dir_all(path).map_err(|e| path_error("create", path, &e))
 }
 
-/// Removes a publish target (a directory or a file); success when it is already gone.
+/// Removes what publish made at a target: an empty directory, or the empty file a raw device
+/// was bound on. Anything else at the path is not the driver's and is left alone (a non-empty
+/// directory, a file with data, a device node): the volume is not there, which is what the
+/// caller wants.
 fn remove_target(path: &Path) -> Result<()> {
-    let result = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir(path),
-        Ok(_) => std::fs::remove_file(path),
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => Err(e),
+        Err(e) => return Err(path_error("inspect", path, &e)),
     };
-    result.map_err(|e| Error::internal(format!("cannot remove {}", path.display()), e))
-}
-
-fn same_device(a: &str, b: &Path) -> bool {
-    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
-    canon(Path::new(a)) == canon(b)
+    let removed = if meta.is_dir() {
+        std::fs::remove_dir(path)
+    } else if meta.is_file() && meta.len() == 0 {
+        std::fs::remove_file(path)
+    } else {
+        warn!(target = %path.display(), "not an empty directory or file; left in place");
+        return Ok(());
+    };
+    match removed {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => {
+            warn!(target = %path.display(), "directory is not empty; left in place");
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(path_error("remove", path, &e)),
+    }
 }
 
 fn as_i64(n: u64) -> i64 {
@@ -140,17 +214,29 @@ impl NodeService {
         let device = self.locator.locate(id, &req.publish_context).await?;
         let fs = fs_type(cap, &req.volume_context);
 
-        if let Some(existing) = mount::mount_at(&staging)? {
-            if same_device(&existing.source, &device) && existing.fs_type == fs {
+        match proof::at(self.locator.as_ref(), id, &staging) {
+            Ok(None) => {}
+            Ok(Some(p)) if !p.block && p.device == device && p.mount.fs_type == fs => {
                 return Ok(NodeStageVolumeResponse {});
             }
-            return Err(Error::AlreadyExists(format!(
-                "{} already has {} ({}) mounted; volume {id} is {} ({fs})",
-                staging.display(),
-                existing.source,
-                existing.fs_type,
-                device.display()
-            )));
+            Ok(Some(p)) => {
+                return Err(Error::AlreadyExists(format!(
+                    "{} already has volume {id} mounted as {}; this request asks for {fs}",
+                    staging.display(),
+                    p.mount.fs_type
+                )));
+            }
+            Err(_) => {
+                let other = mount::mount_at(&staging)?;
+                return Err(Error::AlreadyExists(format!(
+                    "{} already has {} mounted, which is not volume {id} ({}); it is left alone",
+                    staging.display(),
+                    other
+                        .map(|m| format!("{} ({})", m.source, m.fs_type))
+                        .unwrap_or_default(),
+                    device.display()
+                )));
+            }
         }
         create_dir(&staging)?;
         let formatted = match format::filesystem_of(&device).await? {
@@ -187,10 +273,11 @@ impl NodeService {
 
     async fn unstage(&self, req: NodeUnstageVolumeRequest) -> Result<NodeUnstageVolumeResponse> {
         let id = require(&req.volume_id, "volume_id")?;
-        let staging = checked_path(&req.staging_target_path, "staging_target_path")?;
+        let staging = volume_path(&req.staging_target_path, "staging_target_path", id)?;
         let _guard = self.inflight.start(format!("volume/{id}"), &format!("volume {id}"))?;
-        // Stacked mounts (a retried stage after a crash) come off one by one, only at this path.
-        while mount::mount_at(&staging)?.is_some() {
+        // Stacked mounts (a retried stage after a crash) come off one by one, only at this path,
+        // and each only once it is proven to be this volume's.
+        while proof::at(self.locator.as_ref(), id, &staging)?.is_some() {
             mount::unmount(&staging)?;
         }
         info!(volume = %id, staging = %staging.display(), "unstaged");
@@ -208,23 +295,29 @@ impl NodeService {
             .start(format!("target/{}", target.display()), &format!("volume {id}"))?;
 
         let block = matches!(cap.access_type, Some(AccessType::Block(_)));
-        // A block volume is bound straight from its (proven) device; a filesystem from its staging mount.
-        let (source, staged) = if block {
-            (self.locator.locate(id, &req.publish_context).await?, None)
+        // A block volume is bound straight from its (proven) device; a filesystem from its
+        // staging mount, once that is proven to be the volume's.
+        let (source, dev, staged) = if block {
+            let device = self.locator.locate(id, &req.publish_context).await?;
+            let dev = blockdev::number(&device)
+                .ok_or_else(|| Error::FailedPrecondition(format!("{} is not a block device", device.display())))?;
+            (device, dev, None)
         } else {
-            let staged = mount::mount_at(&staging)?.ok_or_else(|| {
+            let staged = proof::at(self.locator.as_ref(), id, &staging)?.ok_or_else(|| {
                 Error::FailedPrecondition(format!(
                     "volume {id} is not staged at {}; NodeStageVolume first",
                     staging.display()
                 ))
             })?;
-            (staging.clone(), Some(staged))
+            (staging.clone(), staged.dev, Some(staged.mount))
         };
 
         if let Some(existing) = mount::mount_at(&target)? {
-            let same_source = match &staged {
-                None => source.file_name().is_some_and(|n| existing.root.file_name() == Some(n)),
-                Some(s) => s.source == existing.source && s.root == existing.root,
+            let same_source = match proof::at(self.locator.as_ref(), id, &target) {
+                Ok(Some(p)) => {
+                    p.dev == dev && p.block == block && staged.as_ref().is_none_or(|s| s.root == p.mount.root)
+                }
+                _ => false,
             };
             if same_source && existing.read_only() == read_only {
                 return Ok(NodePublishVolumeResponse {});
@@ -236,6 +329,14 @@ impl NodeService {
                 if existing.read_only() { " read-only" } else { "" }
             )));
         }
+        if single_publish_mode(cap)
+            && let Some(other) = proof::used_elsewhere(dev, &[&staging, &target])?
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "volume {id} is already published at {} and its access mode allows one publication on a node",
+                other.display()
+            )));
+        }
         if block {
             if let Some(parent) = target.parent() {
                 create_dir(parent)?;
@@ -245,7 +346,7 @@ impl NodeService {
                 .truncate(false)
                 .write(true)
                 .open(&target)
-                .map_err(|e| Error::internal(format!("cannot create {}", target.display()), e))?;
+                .map_err(|e| path_error("create", &target, &e))?;
         } else {
             create_dir(&target)?;
         }
@@ -256,11 +357,11 @@ impl NodeService {
 
     async fn unpublish(&self, req: NodeUnpublishVolumeRequest) -> Result<NodeUnpublishVolumeResponse> {
         let id = require(&req.volume_id, "volume_id")?;
-        let target = checked_path(&req.target_path, "target_path")?;
+        let target = volume_path(&req.target_path, "target_path", id)?;
         let _guard = self
             .inflight
             .start(format!("target/{}", target.display()), &format!("volume {id}"))?;
-        while mount::mount_at(&target)?.is_some() {
+        while proof::at(self.locator.as_ref(), id, &target)?.is_some() {
             mount::unmount(&target)?;
         }
         remove_target(&target)?;
@@ -268,15 +369,19 @@ impl NodeService {
         Ok(NodeUnpublishVolumeResponse {})
     }
 
+    /// The volume's mount at `path`, proven; NOT_FOUND when the volume is not there.
+    fn proven_at(&self, id: &str, path: &Path) -> Result<proof::Proof> {
+        proof::at(self.locator.as_ref(), id, path)?
+            .ok_or_else(|| Error::NotFound(format!("volume {id} is not mounted at {}", path.display())))
+    }
+
     async fn stats(&self, req: NodeGetVolumeStatsRequest) -> Result<NodeGetVolumeStatsResponse> {
         let id = require(&req.volume_id, "volume_id")?;
-        let path = checked_path(&req.volume_path, "volume_path")?;
-        let meta = std::fs::metadata(&path)
-            .map_err(|_| Error::NotFound(format!("volume {id}: {} does not exist", path.display())))?;
-        use std::os::unix::fs::FileTypeExt;
+        let path = volume_path(&req.volume_path, "volume_path", id)?;
+        let found = self.proven_at(id, &path)?;
         use volume_usage::Unit;
-        if meta.file_type().is_block_device() {
-            let size = resize::device_size(&path)?;
+        if found.block {
+            let size = resize::device_size(&found.device)?;
             return Ok(NodeGetVolumeStatsResponse {
                 usage: vec![VolumeUsage {
                     total: as_i64(size),
@@ -284,12 +389,6 @@ impl NodeService {
                     ..Default::default()
                 }],
             });
-        }
-        if mount::mount_at(&path)?.is_none() {
-            return Err(Error::NotFound(format!(
-                "volume {id} is not mounted at {}",
-                path.display()
-            )));
         }
         let s = stats::fs_stats(&path)?;
         Ok(NodeGetVolumeStatsResponse {
@@ -321,14 +420,14 @@ impl NodeService {
             if value.is_empty() {
                 continue;
             }
-            let path = checked_path(value, field)?;
-            match mount::mount_at(&path)? {
+            let path = volume_path(value, field, id)?;
+            match proof::at(self.locator.as_ref(), id, &path)? {
                 None => entries.push(VolumeHealthEntry {
                     status: VolumeHealthErrorType::Inaccessible as i32,
                     reason: "NotMounted".into(),
                     message: format!("volume {id} is not mounted at {}", path.display()),
                 }),
-                Some(m) if m.super_options.iter().any(|o| o == "ro") && !m.read_only() => {
+                Some(p) if p.mount.super_options.iter().any(|o| o == "ro") && !p.mount.read_only() => {
                     entries.push(VolumeHealthEntry {
                         status: VolumeHealthErrorType::Degraded as i32,
                         reason: "ReadOnlyFilesystem".into(),
@@ -351,22 +450,14 @@ impl NodeService {
 
     async fn expand(&self, req: NodeExpandVolumeRequest) -> Result<NodeExpandVolumeResponse> {
         let id = require(&req.volume_id, "volume_id")?;
-        let path = checked_path(&req.volume_path, "volume_path")?;
+        let path = volume_path(&req.volume_path, "volume_path", id)?;
         let required = req.capacity_range.map(|r| r.required_bytes).unwrap_or(0);
         let _guard = self.inflight.start(format!("volume/{id}"), &format!("volume {id}"))?;
-        use std::os::unix::fs::FileTypeExt;
-        let meta = std::fs::metadata(&path)
-            .map_err(|_| Error::NotFound(format!("volume {id}: {} does not exist", path.display())))?;
-        let device = if meta.file_type().is_block_device() {
-            path.clone()
-        } else {
-            let m = mount::mount_at(&path)?
-                .ok_or_else(|| Error::NotFound(format!("volume {id} is not mounted at {}", path.display())))?;
-            let device = PathBuf::from(&m.source);
-            resize::grow(&device, &m.fs_type, &path).await?;
-            device
-        };
-        let size = resize::device_size(&device)?;
+        let found = self.proven_at(id, &path)?;
+        if !found.block {
+            resize::grow(&found.device, &found.mount.fs_type, &path).await?;
+        }
+        let size = resize::device_size(&found.device)?;
         if as_i64(size) < required {
             return Err(Error::FailedPrecondition(format!(
                 "volume {id}'s device is {size} bytes, less than the {required} asked for; expand it on the controller first"

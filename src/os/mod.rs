@@ -1,6 +1,7 @@
 //! The only place that changes the host: loop devices, and (with the node service) mounts and
 //! filesystems. Child processes get argument vectors, never a shell.
 
+pub mod blockdev;
 pub mod format;
 pub mod loopdev;
 pub mod mount;

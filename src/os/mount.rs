@@ -16,6 +16,8 @@ use crate::error::{Error, Result};
 pub struct Mount {
     pub id: u32,
     pub parent: u32,
+    /// The device number of the mounted filesystem (`st_dev` of every file on it).
+    pub dev: u64,
     /// The directory of the filesystem that appears at `target`: `/` for a whole filesystem, a
     /// subdirectory for a bind mount of one.
     pub root: PathBuf,
@@ -66,6 +68,8 @@ fn parse_mountinfo_line(line: &[u8]) -> Option<Mount> {
     let number = |f: &[u8]| std::str::from_utf8(f).ok()?.parse::<u32>().ok();
     let id = number(fields[0])?;
     let parent = number(fields[1])?;
+    let (major, minor) = std::str::from_utf8(fields[2]).ok()?.split_once(':')?;
+    let dev = nix::sys::stat::makedev(major.parse().ok()?, minor.parse().ok()?);
     let separator = 6 + fields[6..].iter().position(|f| *f == b"-")?;
     let fs_type = fields.get(separator + 1)?;
     let source = fields.get(separator + 2)?;
@@ -73,6 +77,7 @@ fn parse_mountinfo_line(line: &[u8]) -> Option<Mount> {
     Some(Mount {
         id,
         parent,
+        dev,
         root: PathBuf::from(OsString::from_vec(unescape(fields[3]))),
         target: PathBuf::from(OsString::from_vec(unescape(fields[4]))),
         options: split_options(fields[5]),

@@ -72,6 +72,7 @@ fn to_volume(v: &ec2::Volume) -> Volume {
             node: a.instance_id().unwrap_or_default().to_owned(),
             device: a.device().unwrap_or_default().to_owned(),
         })
+            read_only: false,
         .collect();
     let state = v.state().map(|s| s.as_str().to_owned()).unwrap_or_default();
     Volume {
@@ -793,7 +794,7 @@ impl Cloud for AwsCloud {
         Ok(cut_page(items, skip, max, page, out.next_token().map(str::to_owned)))
     }
 
-    async fn attach(&self, id: &str, node: &str) -> Result<Attachment> {
+    async fn attach(&self, id: &str, node: &str, _read_only: bool) -> Result<Attachment> {
         let v = self.describe(id).await?;
         let attachments = to_volume(&v).attachments;
         if let Some(a) = attachments.iter().find(|a| a.node == node) {
@@ -846,6 +847,7 @@ impl Cloud for AwsCloud {
                     let message = match &e {
                         aws_sdk_ec2::error::SdkError::ServiceError(s) => {
                             use aws_sdk_ec2::error::ProvideErrorMetadata;
+                read_only: false,
                             s.err().message().unwrap_or_default().to_owned()
                         }
                         _ => String::new(),
@@ -878,6 +880,7 @@ impl Cloud for AwsCloud {
                     self.wait_volume(id, "detached", |v| {
                         let still = v.attachments().iter().any(|x| {
                             x.instance_id() == Some(node) && x.state() != Some(&ec2::VolumeAttachmentState::Detached)
+                        read_only: false,
                         });
                         (!still).then_some(Ok(()))
                     })

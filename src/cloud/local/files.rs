@@ -12,8 +12,20 @@ const GIB: u64 = 1 << 30;
 
 nix::ioctl_write_int!(ficlone, 0x94, 9);
 
+/// A failure on the store's files. A size the host filesystem cannot hold is the request's
+/// limit, not the driver's fault; a full disk is a quota like EBS's.
 fn io_err(what: &str, path: &Path, e: io::Error) -> Error {
-    Error::internal(format!("{what} {}", path.display()), e)
+    match e.raw_os_error() {
+        Some(libc::EFBIG) => Error::OutOfRange(format!(
+            "{what} {}: the local store's filesystem cannot hold a volume image that large ({e})",
+            path.display()
+        )),
+        Some(libc::ENOSPC | libc::EDQUOT) => Error::ResourceExhausted(format!(
+            "{what} {}: the local store is out of space ({e})",
+            path.display()
+        )),
+        _ => Error::internal(format!("{what} {}", path.display()), e),
+    }
 }
 
 /// Writes `tmp` with `fill`, makes it durable, then renames it to `dest`: a crash leaves either

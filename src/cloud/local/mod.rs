@@ -223,10 +223,17 @@ impl Inner {
         Ok(())
     }
 
-    async fn attach(self: Arc<Self>, id: String, node_id: String) -> Result<Attachment> {
+    async fn attach(self: Arc<Self>, id: String, node_id: String, read_only: bool) -> Result<Attachment> {
         let node = self.node(&node_id)?;
         let record = self.volume_record(&id)?;
         if let Some(a) = record.volume.attachments.iter().find(|a| a.node == node_id) {
+            if a.read_only != read_only {
+                return Err(Error::AlreadyExists(format!(
+                    "volume {id} is already published to node {node_id} {}; unpublish it before publishing it {}",
+                    if a.read_only { "read-only" } else { "read-write" },
+                    if read_only { "read-only" } else { "read-write" },
+                )));
+            }
             let file = self.volume_path(&id);
             if loopdev::backing_file(Path::new(&a.device)).as_deref() == Some(file.as_path()) {
                 return Ok(a.clone());
@@ -273,6 +280,7 @@ impl Inner {
         let attachment = Attachment {
             node: node_id.clone(),
             device: device.to_string_lossy().into_owned(),
+            read_only,
         };
         let done = attachment.clone();
         let id_for_log = id.clone();
@@ -590,8 +598,15 @@ impl Cloud for LocalCloud {
         .await
     }
 
-    async fn attach(&self, id: &str, node: &str) -> Result<Attachment> {
-        self.inner.clone().attach(id.to_owned(), node.to_owned()).await
+    async fn attach(&self, id: &str, node: &str, read_only: bool) -> Result<Attachment> {
+        self.inner
+            .clone()
+            .attach(id.to_owned(), node.to_owned(), read_only)
+            .await
+    }
+
+    fn keeps_read_only(&self) -> bool {
+        true
     }
 
     async fn detach(&self, id: &str, node: &str) -> Result<()> {
