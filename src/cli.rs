@@ -73,8 +73,22 @@ pub enum Command {
 
 #[derive(Subcommand)]
 pub enum IamDocument {
-    /// The least-privilege policy for the controller's role (the EC2 calls ebs-csi makes).
-    Policy,
+    /// The least-privilege policy for the controller's role (the EC2 calls ebs-csi makes), on
+    /// the volumes and snapshots it tags; wider workflows only when asked for.
+    Policy {
+        /// Static provisioning: attach and detach volumes this driver did not create.
+        #[arg(long)]
+        allow_static_volumes: bool,
+        /// Snapshot import: restore volumes from snapshots this driver did not create.
+        #[arg(long)]
+        allow_snapshot_import: bool,
+        /// Both of the above.
+        #[arg(long = "static")]
+        all_static: bool,
+        /// Print one line per statement saying which workflow needs it, instead of the JSON.
+        #[arg(long)]
+        explain: bool,
+    },
     /// The IRSA trust policy that lets the controller's service account assume the role.
     TrustPolicy {
         /// The AWS account id.
@@ -333,7 +347,22 @@ pub async fn run() -> ExitCode {
         },
         Command::Iam { document } => {
             let doc = match document {
-                IamDocument::Policy => crate::iam::policy(),
+                IamDocument::Policy {
+                    allow_static_volumes,
+                    allow_snapshot_import,
+                    all_static,
+                    explain,
+                } => {
+                    let w = crate::iam::Workflows {
+                        static_volumes: allow_static_volumes || all_static,
+                        snapshot_import: allow_snapshot_import || all_static,
+                    };
+                    if explain {
+                        print!("{}", crate::iam::explain(w));
+                        return ExitCode::SUCCESS;
+                    }
+                    crate::iam::policy(w)
+                }
                 IamDocument::TrustPolicy {
                     account,
                     oidc_provider,
