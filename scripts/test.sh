@@ -35,6 +35,15 @@ export KUBERNETES_VALIDATE="$PWD/.venv-test/bin/kubernetes-validate"
 # tests/manifests.rs renders deploy/kubernetes with kubectl's built-in kustomize.
 command -v kubectl >/dev/null || { echo "kubectl is needed (kubectl kustomize renders deploy/kubernetes)" >&2; exit 1; }
 
+# grpcio and grpcio-tools, for tests/grpc_clients.rs (Python's gRPC client against the driver);
+# same venv.
+if ! .venv-test/bin/python -c "import grpc, grpc_tools" 2>/dev/null; then
+  echo "== installing grpcio and grpcio-tools into .venv-test"
+  python3 -m venv .venv-test
+  .venv-test/bin/pip install -q grpcio grpcio-tools
+fi
+export GRPC_PYTHON="$PWD/.venv-test/bin/python"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -1,6 +1,7 @@
 //! ebs-csi: a CSI driver for EBS-style block volumes. One binary runs the controller, the node
 //! service or both, over EC2 or over the embedded `local` backend.
 
+pub mod authority;
 pub mod bench;
 pub mod capability;
 pub mod cli;

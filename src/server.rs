@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codegen::http;
 use tonic::transport::Server;
 use tracing::{info, warn};
@@ -294,8 +294,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         Endpoint::Unix(path) => {
             let listener = bind_unix(&path)?;
             info!(endpoint = %args.endpoint, mode = ?args.mode, backend = ?args.backend, "serving");
+            // Through the :authority rewrite, so that h2 takes every gRPC client's requests.
             let result = tokio::select! {
-                r = router.serve_with_incoming_shutdown(UnixListenerStream::new(listener), stop) => r,
+                r = router.serve_with_incoming_shutdown(crate::authority::incoming(listener), stop) => r,
                 () = drain => Ok(()),
             };
             let _ = std::fs::remove_file(&path);

@@ -910,10 +910,8 @@ async fn expand_grows_the_image_and_the_attached_device() {
 }
 
 fn store_is_ext4(d: &Driver) -> bool {
-    const EXT4_SUPER_MAGIC: i64 = 0xEF53;
     nix::sys::statfs::statfs(d.dir.path())
-        .map(|s| s.filesystem_type().0 as i64 == EXT4_SUPER_MAGIC)
-        .unwrap_or(false)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::EXT4_SUPER_MAGIC)
 }
 
 #[tokio::test]
