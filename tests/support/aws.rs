@@ -42,7 +42,7 @@ fn moto_binary() -> PathBuf {
 impl Moto {
     pub fn start() -> Moto {
         let port = free_port();
-        let child = Command::new(moto_binary())
+        let mut child = Command::new(moto_binary())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .env("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
             .stdout(Stdio::null())
@@ -50,8 +50,13 @@ impl Moto {
             .spawn()
             .expect("moto_server (pip install \"moto[server]\", or run scripts/test.sh)");
         let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Importing moto takes seconds, many under load: wait for the port while the process
+        // lives; the deadline only stops a hang.
+        let deadline = Instant::now() + Duration::from_secs(300);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("moto_server exited ({status}) before listening");
+            }
             assert!(Instant::now() < deadline, "moto_server did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -115,10 +120,12 @@ pub enum Fault {
 }
 
 /// A fault-injecting HTTP proxy in front of moto: `plan` says, per action, which faults to
-/// inject on its first calls; every request's action is recorded.
+/// inject on its first calls; every request's action is recorded, and its body.
 pub struct FaultProxy {
     pub url: String,
     pub actions: Arc<Mutex<Vec<String>>>,
+    /// (action, form-encoded body) of every request, in arrival order.
+    pub requests: Arc<Mutex<Vec<(String, String)>>>,
     stop: Arc<AtomicUsize>,
 }
 
@@ -158,6 +165,38 @@ fn action_of(request: &[u8]) -> String {
         .unwrap_or_default()
 }
 
+fn body_of(request: &[u8]) -> String {
+    let text = String::from_utf8_lossy(request);
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn error_response(status: &str, code: &str) -> Vec<u8> {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error><Code>{code}</Code><Message>injected by the test proxy</Message></Error></Errors><RequestID>injected-1</RequestID></Response>"
@@ -175,9 +214,10 @@ impl FaultProxy {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let upstream = upstream.trim_start_matches("http://").to_owned();
         let actions = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(Mutex::new(Vec::new()));
         let plan = Arc::new(Mutex::new(plan));
         let stop = Arc::new(AtomicUsize::new(0));
-        let (seen, halt) = (actions.clone(), stop.clone());
+        let (seen, bodies, halt) = (actions.clone(), requests.clone(), stop.clone());
         listener.set_nonblocking(true).unwrap();
         std::thread::spawn(move || {
             while halt.load(Ordering::SeqCst) == 0 {
@@ -186,11 +226,12 @@ impl FaultProxy {
                     continue;
                 };
                 let _ = conn.set_nonblocking(false);
-                let (upstream, seen, plan) = (upstream.clone(), seen.clone(), plan.clone());
+                let (upstream, seen, bodies, plan) = (upstream.clone(), seen.clone(), bodies.clone(), plan.clone());
                 std::thread::spawn(move || {
                     // One request per connection: the SDK opens another when this one closes.
                     let Some(request) = read_request(&mut conn) else { return };
                     let action = action_of(&request);
+                    bodies.lock().unwrap().push((action.clone(), body_of(&request)));
                     seen.lock().unwrap().push(action.clone());
                     let fault = plan
                         .lock()
@@ -225,11 +266,52 @@ impl FaultProxy {
                 });
             }
         });
-        FaultProxy { url, actions, stop }
+        FaultProxy {
+            url,
+            actions,
+            requests,
+            stop,
+        }
     }
 
     pub fn count(&self, action: &str) -> usize {
         self.actions.lock().unwrap().iter().filter(|a| *a == action).count()
+    }
+
+    /// The decoded form parameters of each `action` request, in arrival order.
+    pub fn params(&self, action: &str) -> Vec<Vec<(String, String)>> {
+        let requests = self.requests.lock().unwrap();
+        requests
+            .iter()
+            .filter(|(a, _)| a == action)
+            .map(|(_, body)| {
+                body.split('&')
+                    .filter_map(|p| p.split_once('='))
+                    .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// For each `action` request in order, the values of its filter `name`
+    /// (`Filter.N.Name=name`, `Filter.N.Value.M=…`); None for a request without that filter.
+    pub fn filter_values(&self, action: &str, name: &str) -> Vec<Option<Vec<String>>> {
+        self.params(action)
+            .into_iter()
+            .map(|pairs| {
+                let n = pairs.iter().find_map(|(k, v)| {
+                    let n = k.strip_prefix("Filter.")?.strip_suffix(".Name")?;
+                    (v == name).then(|| n.to_owned())
+                })?;
+                let prefix = format!("Filter.{n}.Value.");
+                let mut values: Vec<(usize, String)> = pairs
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.parse().ok()?, v.clone())))
+                    .collect();
+                values.sort();
+                Some(values.into_iter().map(|(_, v)| v).collect())
+            })
+            .collect()
     }
 }
 
@@ -254,6 +336,7 @@ impl Imds {
         let halt = stop.clone();
         listener.set_nonblocking(true).unwrap();
         std::thread::spawn(move || {
+            let mut held = Vec::new();
             while halt.load(Ordering::SeqCst) == 0 {
                 let Ok((mut conn, _)) = listener.accept() else {
                     std::thread::sleep(Duration::from_millis(5));
@@ -265,7 +348,9 @@ impl Imds {
                 let line = text.lines().next().unwrap_or_default().to_owned();
                 let (status, body) = if line.starts_with("PUT /latest/api/token") {
                     if !answer_put {
-                        std::thread::sleep(Duration::from_secs(5));
+                        // Never answered, whatever the driver's timeout: the connection stays
+                        // open until this stand-in stops.
+                        held.push(conn);
                         continue;
                     }
                     ("200 OK", "test-token".to_owned())

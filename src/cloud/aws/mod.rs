@@ -15,6 +15,7 @@ use aws_config::retry::RetryConfig;
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{self as ec2, Filter, ResourceType, Tag, TagSpecification};
 use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
 use self::batch::Batcher;
@@ -71,8 +72,8 @@ fn to_volume(v: &ec2::Volume) -> Volume {
         .map(|a| Attachment {
             node: a.instance_id().unwrap_or_default().to_owned(),
             device: a.device().unwrap_or_default().to_owned(),
-        })
             read_only: false,
+        })
         .collect();
     let state = v.state().map(|s| s.as_str().to_owned()).unwrap_or_default();
     Volume {
@@ -201,11 +202,13 @@ pub struct AwsCloud {
     /// Device slots in use per instance: read from the instance once, then kept by our own
     /// attaches and detaches (a slot is freed only after its detach completed).
     slots: Mutex<HashMap<String, HashSet<String>>>,
+    /// That one read per instance, shared by every attach needing it while it runs.
+    first_reads: Mutex<HashMap<String, Arc<OnceCell<()>>>>,
     /// CSI names of volumes this process created, so a repeated CreateVolume costs no call.
     names: Mutex<HashMap<String, String>>,
     last_probe: Mutex<Option<Instant>>,
     /// Changes waiting to be sent as one ModifyVolume, by volume (see `change_volume`).
-    pending: Mutex<HashMap<String, PendingChange>>,
+    pending: Pending,
 }
 
 /// An expand and a modify of one volume arriving together become one ModifyVolume: EC2 allows
@@ -219,6 +222,38 @@ struct PendingChange {
 
 /// How long the first change of a volume waits for others to merge with.
 const MERGE_WINDOW: Duration = Duration::from_millis(500);
+
+type ChangeWaiter = tokio::sync::oneshot::Sender<Result<()>>;
+
+/// The changes queued per volume. Whatever the timing, every change queued before the first
+/// one's caller takes them is in what it takes; a change queued after starts the next batch.
+#[derive(Default)]
+struct Pending(Mutex<HashMap<String, PendingChange>>);
+
+impl Pending {
+    /// Adds a change; true for the first of its volume, whose caller takes and sends them all.
+    fn queue(&self, id: &str, size: Option<u64>, change: Modification, waiter: ChangeWaiter) -> bool {
+        let mut pending = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let first = !pending.contains_key(id);
+        let p = pending.entry(id.to_owned()).or_default();
+        p.size = p.size.max(size);
+        p.change.volume_type = change.volume_type.or(p.change.volume_type);
+        p.change.iops = change.iops.or(p.change.iops);
+        p.change.throughput = change.throughput.or(p.change.throughput);
+        p.change.tags.extend(change.tags);
+        p.waiters.push(waiter);
+        first
+    }
+
+    /// Everything queued for the volume, merged.
+    fn take(&self, id: &str) -> PendingChange {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+            .unwrap_or_default()
+    }
+}
 
 impl AwsCloud {
     /// Connects with the default credential chain and region (env, profile, web identity, IMDS);
@@ -327,9 +362,10 @@ impl AwsCloud {
             instances,
             modifications,
             slots: Mutex::new(HashMap::new()),
+            first_reads: Mutex::new(HashMap::new()),
             names: Mutex::new(HashMap::new()),
             last_probe: Mutex::new(Some(Instant::now())),
-            pending: Mutex::new(HashMap::new()),
+            pending: Pending::default(),
         })
     }
 
@@ -530,15 +566,34 @@ impl AwsCloud {
         if let Some(s) = self.slots.lock().unwrap_or_else(|p| p.into_inner()).get(node) {
             return Ok(s.clone());
         }
-        let inst = self.instance(node).await?;
-        let used: HashSet<String> = inst
-            .block_device_mappings()
-            .iter()
-            .filter_map(|m| m.device_name())
-            .map(slot)
-            .collect();
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(slots.entry(node.to_owned()).or_insert(used).clone())
+        // Single flight: the first attaches to a new node (a StatefulSet landing there) wait for
+        // one read instead of each describing the instance; the batcher alone would merge only
+        // those that happen to fall in one window. A failed read is tried again by the next.
+        let read = self
+            .first_reads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(node.to_owned())
+            .or_default()
+            .clone();
+        read.get_or_try_init(|| async {
+            let inst = self.instance(node).await?;
+            let used: HashSet<String> = inst
+                .block_device_mappings()
+                .iter()
+                .filter_map(|m| m.device_name())
+                .map(slot)
+                .collect();
+            self.slots
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(node.to_owned())
+                .or_insert(used);
+            Ok::<_, Error>(())
+        })
+        .await?;
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(slots.get(node).cloned().unwrap_or_default())
     }
 
     fn take_slot(&self, node: &str, used: &HashSet<String>) -> Result<String> {
@@ -571,26 +626,9 @@ impl AwsCloud {
     /// then sends everything queued for it as one ModifyVolume and tells every caller the result.
     async fn change_volume(&self, id: &str, size: Option<u64>, change: Modification) -> Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let leader = {
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            let leader = !pending.contains_key(id);
-            let p = pending.entry(id.to_owned()).or_default();
-            p.size = p.size.max(size);
-            p.change.volume_type = change.volume_type.or(p.change.volume_type);
-            p.change.iops = change.iops.or(p.change.iops);
-            p.change.throughput = change.throughput.or(p.change.throughput);
-            p.change.tags.extend(change.tags);
-            p.waiters.push(tx);
-            leader
-        };
-        if leader {
+        if self.pending.queue(id, size, change, tx) {
             tokio::time::sleep(MERGE_WINDOW).await;
-            let merged = self
-                .pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(id)
-                .unwrap_or_default();
+            let merged = self.pending.take(id);
             let result = self.modify_volume(id, merged.size, &merged.change).await;
             for w in merged.waiters {
                 let _ = w.send(match &result {
@@ -809,6 +847,7 @@ impl Cloud for AwsCloud {
             return Ok(Attachment {
                 node: node.to_owned(),
                 device,
+                read_only: false,
             });
         }
         // The node first: an unknown instance is NOT_FOUND whatever the volume's state.
@@ -841,13 +880,13 @@ impl Cloud for AwsCloud {
                     return Ok(Attachment {
                         node: node.to_owned(),
                         device,
+                        read_only: false,
                     });
                 }
                 Err(e) => {
                     let message = match &e {
                         aws_sdk_ec2::error::SdkError::ServiceError(s) => {
                             use aws_sdk_ec2::error::ProvideErrorMetadata;
-                read_only: false,
                             s.err().message().unwrap_or_default().to_owned()
                         }
                         _ => String::new(),
@@ -880,7 +919,6 @@ impl Cloud for AwsCloud {
                     self.wait_volume(id, "detached", |v| {
                         let still = v.attachments().iter().any(|x| {
                             x.instance_id() == Some(node) && x.state() != Some(&ec2::VolumeAttachmentState::Detached)
-                        read_only: false,
                         });
                         (!still).then_some(Ok(()))
                     })
@@ -1081,6 +1119,39 @@ mod tests {
         assert_eq!(names.len(), 26 * 26);
         assert_eq!(names[0], "/dev/xvdaa");
         assert_eq!(names[27], "/dev/xvdbb");
+    }
+
+    #[test]
+    fn changes_queued_before_the_take_become_one_modification() {
+        use tokio::sync::oneshot;
+        let pending = Pending::default();
+        let (expand, expanded) = oneshot::channel();
+        let (modify, modified) = oneshot::channel();
+        let iops = Modification {
+            iops: Some(5000),
+            ..Default::default()
+        };
+        assert!(
+            pending.queue("vol-1", Some(30), Modification::default(), expand),
+            "the first sends"
+        );
+        assert!(!pending.queue("vol-1", None, iops.clone(), modify), "the second waits");
+        let (other, _) = oneshot::channel();
+        assert!(
+            pending.queue("vol-2", Some(5), Modification::default(), other),
+            "volumes apart"
+        );
+        let merged = pending.take("vol-1");
+        assert_eq!((merged.size, merged.change.iops), (Some(30), Some(5000)));
+        assert_eq!(merged.waiters.len(), 2);
+        for w in merged.waiters {
+            w.send(Ok(())).unwrap();
+        }
+        assert!(expanded.blocking_recv().unwrap().is_ok() && modified.blocking_recv().unwrap().is_ok());
+        // Queued after the take: the start of the next modification, not lost.
+        let (late, _) = oneshot::channel();
+        assert!(pending.queue("vol-1", None, iops, late));
+        assert_eq!(pending.take("vol-1").change.iops, Some(5000));
     }
 
     #[test]
