@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// This node's EC2 instance type (aws; default: from instance metadata).
     #[arg(long)]
     pub instance_type: Option<String>,
+    /// How long, in seconds, a cloud call keeps retrying throttling and transient failures when
+    /// the gRPC caller sent no deadline (with one, the deadline less half a second bounds it).
+    #[arg(long, default_value_t = 60)]
+    pub cloud_retry_budget: u64,
     /// Serve Prometheus metrics (cloud API calls by operation) on this address, e.g. 0.0.0.0:3301.
     #[arg(long)]
     pub http_endpoint: Option<String>,

@@ -9,6 +9,7 @@ pub mod client;
 pub mod cloud;
 pub mod config;
 pub mod controller;
+pub mod deadline;
 pub mod csi;
 pub mod demo;
 pub mod error;

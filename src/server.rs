@@ -118,8 +118,12 @@ async fn aws_node(args: &ServeArgs) -> Result<NodeIdentity> {
 }
 
 #[cfg(feature = "aws")]
-async fn aws_cloud(_args: &ServeArgs, calls: CallCounts) -> Result<Arc<dyn Cloud>> {
-    Ok(Arc::new(crate::cloud::aws::AwsCloud::connect(calls, 5).await?))
+async fn aws_cloud(args: &ServeArgs, calls: CallCounts) -> Result<Arc<dyn Cloud>> {
+    let policy = crate::cloud::aws::retry::Policy {
+        default_budget: Duration::from_secs(args.cloud_retry_budget),
+        ..Default::default()
+    };
+    Ok(Arc::new(crate::cloud::aws::AwsCloud::connect(calls, policy).await?))
 }
 
 #[cfg(not(feature = "aws"))]
@@ -175,8 +179,9 @@ fn bind_unix(path: &Path) -> Result<UnixListener> {
 /// How long a stopping server waits for in-flight calls before it exits anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Counts the calls being served, so a stopping server can wait for exactly those: the
-/// sidecars keep their connections open forever, so waiting for connections would never end.
+/// Counts the calls being served, so a stopping server can wait for exactly those (the
+/// sidecars keep their connections open forever, so waiting for connections would never end),
+/// and gives each call its caller's deadline.
 #[derive(Clone)]
 struct CountCalls<S> {
     inner: S,
@@ -209,12 +214,18 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         self.active.fetch_add(1, Ordering::SeqCst);
         let active = Active(self.active.clone());
+        // The caller's deadline, for backends that retry (see `deadline`).
+        let timeout = req
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::deadline::parse_grpc_timeout);
         let call = self.inner.call(req);
-        Box::pin(async move {
+        Box::pin(crate::deadline::scope(timeout, async move {
             let out = call.await;
             drop(active);
             out
-        })
+        }))
     }
 }
 

@@ -17,7 +17,7 @@ use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 pub const REGION: &str = "us-east-1";
 pub const AZ: &str = "us-east-1a";
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -117,6 +117,9 @@ pub enum Fault {
     Throttle,
     /// Answer 500 InternalError without forwarding.
     ServerError,
+    /// Answer 403 UnauthorizedOperation without forwarding, naming the action and the resource
+    /// as EC2 does (an IAM policy that does not allow the call).
+    Unauthorized,
 }
 
 /// A fault-injecting HTTP proxy in front of moto: `plan` says, per action, which faults to
@@ -126,7 +129,40 @@ pub struct FaultProxy {
     pub actions: Arc<Mutex<Vec<String>>>,
     /// (action, form-encoded body) of every request, in arrival order.
     pub requests: Arc<Mutex<Vec<(String, String)>>>,
+    /// Percent of every request (any action) answered with a throttle, besides the plan.
+    throttle_percent: Arc<AtomicUsize>,
     stop: Arc<AtomicUsize>,
+}
+
+/// The n-th draw of a fixed pseudo-random sequence in 0..100 (SplitMix64), so a throttle rate
+/// picks the same requests in every run with the same order of arrival.
+fn draw(n: u64) -> usize {
+    let mut z = n.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) % 100) as usize
+}
+
+/// EC2's refusal for a call the caller's IAM policy does not allow.
+fn unauthorized(action: &str, body: &str) -> Vec<u8> {
+    let resource = body
+        .split('&')
+        .find_map(|p| p.strip_prefix("VolumeId="))
+        .map(|v| format!("arn:aws:ec2:us-east-1:123456789012:volume/{v}"))
+        .unwrap_or_else(|| "arn:aws:ec2:us-east-1:123456789012:volume/*".into());
+    let message = format!(
+        "You are not authorized to perform this operation. User: arn:aws:sts::123456789012:assumed-role/ebs-csi/test \
+         is not authorized to perform: ec2:{action} on resource: {resource} because no identity-based policy allows \
+         the ec2:{action} action. Encoded authorization failure message: abc"
+    );
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Errors><Error><Code>UnauthorizedOperation</Code><Message>{message}</Message></Error></Errors><RequestID>injected-2</RequestID></Response>"
+    );
+    format!(
+        "HTTP/1.1 403 Forbidden\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 fn read_request(conn: &mut TcpStream) -> Option<Vec<u8>> {
@@ -217,7 +253,10 @@ impl FaultProxy {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let plan = Arc::new(Mutex::new(plan));
         let stop = Arc::new(AtomicUsize::new(0));
+        let throttle_percent = Arc::new(AtomicUsize::new(0));
+        let drawn = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (seen, bodies, halt) = (actions.clone(), requests.clone(), stop.clone());
+        let rate = throttle_percent.clone();
         listener.set_nonblocking(true).unwrap();
         std::thread::spawn(move || {
             while halt.load(Ordering::SeqCst) == 0 {
@@ -227,18 +266,25 @@ impl FaultProxy {
                 };
                 let _ = conn.set_nonblocking(false);
                 let (upstream, seen, bodies, plan) = (upstream.clone(), seen.clone(), bodies.clone(), plan.clone());
+                let (rate, drawn) = (rate.clone(), drawn.clone());
                 std::thread::spawn(move || {
                     // One request per connection: the SDK opens another when this one closes.
                     let Some(request) = read_request(&mut conn) else { return };
                     let action = action_of(&request);
                     bodies.lock().unwrap().push((action.clone(), body_of(&request)));
                     seen.lock().unwrap().push(action.clone());
-                    let fault = plan
+                    let planned = plan
                         .lock()
                         .unwrap()
                         .get_mut(action.as_str())
                         .and_then(|f| (!f.is_empty()).then(|| f.remove(0)));
+                    let random = draw(drawn.fetch_add(1, Ordering::SeqCst)) < rate.load(Ordering::SeqCst);
+                    let fault = planned.or(random.then_some(Fault::Throttle));
                     match fault {
+                        Some(Fault::Unauthorized) => {
+                            let _ = conn.write_all(&unauthorized(&action, &body_of(&request)));
+                            return;
+                        }
                         Some(Fault::Throttle) => {
                             let _ = conn.write_all(&error_response("503 Service Unavailable", "RequestLimitExceeded"));
                             return;
@@ -270,8 +316,14 @@ impl FaultProxy {
             url,
             actions,
             requests,
+            throttle_percent,
             stop,
         }
+    }
+
+    /// From now on, throttle `percent` % of all requests (0 stops it).
+    pub fn throttle_percent(&self, percent: usize) {
+        self.throttle_percent.store(percent, Ordering::SeqCst);
     }
 
     pub fn count(&self, action: &str) -> usize {

@@ -4,6 +4,7 @@
 
 mod batch;
 pub mod errors;
+pub mod retry;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
@@ -19,6 +20,7 @@ use tokio::sync::OnceCell;
 use tracing::{info, warn};
 
 use self::batch::Batcher;
+use self::retry::Retrier;
 use super::{
     Attachment, Cloud, Modification, Node, Page, Snapshot, SnapshotFilter, Tags, Volume, VolumeSource, VolumeSpec,
 };
@@ -193,7 +195,7 @@ fn slot(name: &str) -> String {
 
 pub struct AwsCloud {
     ec2: Client,
-    calls: CallCounts,
+    retrier: Arc<Retrier>,
     zones: Vec<String>,
     zone_ids: Vec<String>,
     volumes: Batcher<ec2::Volume>,
@@ -258,13 +260,15 @@ impl Pending {
 impl AwsCloud {
     /// Connects with the default credential chain and region (env, profile, web identity, IMDS);
     /// AWS_ENDPOINT_URL(_EC2) override the endpoint.
-    pub async fn connect(calls: CallCounts, max_attempts: u32) -> Result<Self> {
+    /// Transient failures are retried by `retry` (within each gRPC caller's deadline, through one
+    /// adaptive rate limiter), so the SDK's own retries are off.
+    pub async fn connect(calls: CallCounts, policy: retry::Policy) -> Result<Self> {
         let config = aws_config::defaults(BehaviorVersion::latest())
             .app_name(
                 aws_config::AppName::new(format!("ebs-csi-{}", env!("CARGO_PKG_VERSION")))
                     .map_err(|e| Error::internal("app name", e))?,
             )
-            .retry_config(RetryConfig::standard().with_max_attempts(max_attempts))
+            .retry_config(RetryConfig::disabled())
             .load()
             .await;
         if config.region().is_none() {
@@ -273,11 +277,13 @@ impl AwsCloud {
             ));
         }
         let ec2 = Client::new(&config);
-        calls.inc("DescribeAvailabilityZones");
-        let out = ec2
-            .describe_availability_zones()
-            .filters(filter("zone-type", ["availability-zone".to_owned()]))
-            .send()
+        let retrier = Arc::new(Retrier::new(policy, calls.clone()));
+        let out = retrier
+            .send("DescribeAvailabilityZones", true, || {
+                ec2.describe_availability_zones()
+                    .filters(filter("zone-type", ["availability-zone".to_owned()]))
+                    .send()
+            })
             .await
             .map_err(|e| errors::map("listing the region's zones", e))?;
         let mut zones: Vec<(String, String)> = out
@@ -288,15 +294,14 @@ impl AwsCloud {
         zones.sort();
         info!(zones = ?zones, "connected to EC2");
         let volumes = {
-            let (ec2, calls) = (ec2.clone(), calls.clone());
+            let (ec2, retrier) = (ec2.clone(), retrier.clone());
             Batcher::new(Arc::new(move |ids: Vec<String>| {
-                let (ec2, calls) = (ec2.clone(), calls.clone());
+                let (ec2, retrier) = (ec2.clone(), retrier.clone());
                 Box::pin(async move {
-                    calls.inc("DescribeVolumes");
-                    let out = ec2
-                        .describe_volumes()
-                        .filters(filter("volume-id", ids))
-                        .send()
+                    let out = retrier
+                        .send("DescribeVolumes", true, || {
+                            ec2.describe_volumes().filters(filter("volume-id", ids.clone())).send()
+                        })
                         .await
                         .map_err(|e| errors::map("describing volumes", e))?;
                     Ok(out
@@ -308,15 +313,16 @@ impl AwsCloud {
             }))
         };
         let instances = {
-            let (ec2, calls) = (ec2.clone(), calls.clone());
+            let (ec2, retrier) = (ec2.clone(), retrier.clone());
             Batcher::new(Arc::new(move |ids: Vec<String>| {
-                let (ec2, calls) = (ec2.clone(), calls.clone());
+                let (ec2, retrier) = (ec2.clone(), retrier.clone());
                 Box::pin(async move {
-                    calls.inc("DescribeInstances");
-                    let out = ec2
-                        .describe_instances()
-                        .filters(filter("instance-id", ids))
-                        .send()
+                    let out = retrier
+                        .send("DescribeInstances", true, || {
+                            ec2.describe_instances()
+                                .filters(filter("instance-id", ids.clone()))
+                                .send()
+                        })
                         .await
                         .map_err(|e| errors::map("describing instances", e))?;
                     Ok(out
@@ -329,15 +335,16 @@ impl AwsCloud {
             }))
         };
         let modifications = {
-            let (ec2, calls) = (ec2.clone(), calls.clone());
+            let (ec2, retrier) = (ec2.clone(), retrier.clone());
             Batcher::new(Arc::new(move |ids: Vec<String>| {
-                let (ec2, calls) = (ec2.clone(), calls.clone());
+                let (ec2, retrier) = (ec2.clone(), retrier.clone());
                 Box::pin(async move {
-                    calls.inc("DescribeVolumesModifications");
-                    let out = ec2
-                        .describe_volumes_modifications()
-                        .filters(filter("volume-id", ids))
-                        .send()
+                    let out = retrier
+                        .send("DescribeVolumesModifications", true, || {
+                            ec2.describe_volumes_modifications()
+                                .filters(filter("volume-id", ids.clone()))
+                                .send()
+                        })
                         .await
                         .map_err(|e| errors::map("describing volume modifications", e))?;
                     // The newest modification of each volume.
@@ -355,7 +362,7 @@ impl AwsCloud {
         };
         Ok(AwsCloud {
             ec2,
-            calls,
+            retrier,
             zones: zones.iter().map(|z| z.0.clone()).collect(),
             zone_ids: zones.iter().map(|z| z.1.clone()).collect(),
             volumes,
@@ -367,10 +374,6 @@ impl AwsCloud {
             last_probe: Mutex::new(Some(Instant::now())),
             pending: Pending::default(),
         })
-    }
-
-    fn count(&self, op: &'static str) {
-        self.calls.inc(op);
     }
 
     async fn describe(&self, id: &str) -> Result<ec2::Volume> {
@@ -415,12 +418,14 @@ impl AwsCloud {
     }
 
     async fn find_by_name(&self, name: &str) -> Result<Option<ec2::Volume>> {
-        self.count("DescribeVolumes");
         let out = self
-            .ec2
-            .describe_volumes()
-            .filters(filter(&format!("tag:{NAME_TAG}"), [name.to_owned()]))
-            .send()
+            .retrier
+            .send("DescribeVolumes", true, || {
+                self.ec2
+                    .describe_volumes()
+                    .filters(filter(&format!("tag:{NAME_TAG}"), [name.to_owned()]))
+                    .send()
+            })
             .await
             .map_err(|e| errors::map(&format!("looking up volume {name:?}"), e))?;
         Ok(out
@@ -484,50 +489,54 @@ impl AwsCloud {
         if let Some(rate) = spec.initialization_rate {
             req = req.volume_initialization_rate(rate as i32);
         }
-        self.count("CreateVolume");
-        // The SDK does not retry this call: a lost answer is resolved below by looking the
-        // volume up by name, which works even where a ClientToken is not honoured.
-        let out = req
-            .customize()
-            .config_override(aws_sdk_ec2::Config::builder().retry_config(RetryConfig::disabled()))
-            .send()
-            .await;
-        match out {
-            Ok(v) => {
-                let id = v.volume_id().unwrap_or_default().to_owned();
-                if matches!(v.state(), Some(ec2::VolumeState::Available)) {
-                    // The answer describes the volume fully: no DescribeVolumes needed.
-                    Ok(volume_from_create(&v))
-                } else {
-                    self.wait_available(&id).await
+        // The SDK does not retry this call; this loop does, by what the failure means: a
+        // throttle certainly made nothing, so it is sent again; a lost or failed-on-EC2's-side
+        // answer may have made the volume, so it is looked up by name first (which works even
+        // where the ClientToken is not honoured) and only then sent again with the same token.
+        let give_up = self.retrier.give_up_at();
+        let mut attempt = 0;
+        loop {
+            let failed = match self.retrier.attempt("CreateVolume", req.clone().send()).await {
+                Ok(v) => {
+                    let id = v.volume_id().unwrap_or_default().to_owned();
+                    return if matches!(v.state(), Some(ec2::VolumeState::Available)) {
+                        // The answer describes the volume fully: no DescribeVolumes needed.
+                        Ok(volume_from_create(&v))
+                    } else {
+                        self.wait_available(&id).await
+                    };
                 }
+                Err(failed) => failed,
+            };
+            let (e, failure) = failed;
+            let mismatch = errors::code_of(&e) == Some("IdempotentParameterMismatch");
+            let mapped = errors::map(&format!("creating volume {name:?}"), e);
+            let maybe_made = matches!(failure, retry::Failure::Lost(_) | retry::Failure::Server(_)) || mismatch;
+            if maybe_made && let Some(v) = self.find_by_name(name).await? {
+                return Ok(v);
             }
-            Err(e) => {
-                let code = errors::code_of(&e).map(str::to_owned);
-                let mapped = errors::map(&format!("creating volume {name:?}"), e);
-                let lookup =
-                    matches!(mapped, Error::Unavailable(_)) || code.as_deref() == Some("IdempotentParameterMismatch");
-                if lookup && let Some(v) = self.find_by_name(name).await? {
-                    return Ok(v);
-                }
-                Err(mapped)
+            attempt += 1;
+            if !failure.retryable() || !self.retrier.pause("CreateVolume", attempt, give_up).await {
+                return Err(mapped);
             }
         }
     }
 
     async fn create_snapshot_inner(&self, name: &str, source: &str, tags: &Tags) -> Result<Snapshot> {
-        self.count("CreateSnapshot");
         let out = self
-            .ec2
-            .create_snapshot()
-            .volume_id(source)
-            .tag_specifications(
-                TagSpecification::builder()
-                    .resource_type(ResourceType::Snapshot)
-                    .set_tags(Some(ec2_tags(tags)))
-                    .build(),
-            )
-            .send()
+            .retrier
+            .send("CreateSnapshot", false, || {
+                self.ec2
+                    .create_snapshot()
+                    .volume_id(source)
+                    .tag_specifications(
+                        TagSpecification::builder()
+                            .resource_type(ResourceType::Snapshot)
+                            .set_tags(Some(ec2_tags(tags)))
+                            .build(),
+                    )
+                    .send()
+            })
             .await
             .map_err(|e| errors::map(&format!("snapshotting volume {source} as {name:?}"), e))?;
         let tags = tags_of(out.tags());
@@ -549,8 +558,12 @@ impl AwsCloud {
         if !is_ec2_id("snap", id) {
             return Err(not_found("snapshot", id));
         }
-        self.count("DescribeSnapshots");
-        let out = self.ec2.describe_snapshots().snapshot_ids(id).send().await;
+        let out = self
+            .retrier
+            .send("DescribeSnapshots", true, || {
+                self.ec2.describe_snapshots().snapshot_ids(id).send()
+            })
+            .await;
         match out {
             Ok(o) => o
                 .snapshots()
@@ -674,16 +687,18 @@ impl AwsCloud {
         if size.is_none() && change.volume_type.is_none() && change.iops.is_none() && change.throughput.is_none() {
             return Ok(());
         }
-        self.count("ModifyVolume");
         let out = self
-            .ec2
-            .modify_volume()
-            .volume_id(id)
-            .set_size(size.map(|s| s as i32))
-            .set_volume_type(change.volume_type.map(|t| ec2::VolumeType::from(t.as_str())))
-            .set_iops(change.iops.map(|i| i as i32))
-            .set_throughput(change.throughput.map(|t| t as i32))
-            .send()
+            .retrier
+            .send("ModifyVolume", false, || {
+                self.ec2
+                    .modify_volume()
+                    .volume_id(id)
+                    .set_size(size.map(|s| s as i32))
+                    .set_volume_type(change.volume_type.map(|t| ec2::VolumeType::from(t.as_str())))
+                    .set_iops(change.iops.map(|i| i as i32))
+                    .set_throughput(change.throughput.map(|t| t as i32))
+                    .send()
+            })
             .await;
         match out {
             Ok(_) => self.wait_modification(id).await,
@@ -727,10 +742,10 @@ impl Cloud for AwsCloud {
         if fresh {
             return Ok(());
         }
-        self.count("DescribeAvailabilityZones");
-        self.ec2
-            .describe_availability_zones()
-            .send()
+        self.retrier
+            .send("DescribeAvailabilityZones", true, || {
+                self.ec2.describe_availability_zones().send()
+            })
             .await
             .map_err(|e| errors::map("probing EC2", e))?;
         *self.last_probe.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
@@ -782,11 +797,8 @@ impl Cloud for AwsCloud {
         if !is_ec2_id("vol", id) {
             return Err(not_found("volume", id));
         }
-        self.count("DeleteVolume");
-        self.ec2
-            .delete_volume()
-            .volume_id(id)
-            .send()
+        self.retrier
+            .send("DeleteVolume", true, || self.ec2.delete_volume().volume_id(id).send())
             .await
             .map_err(|e| errors::map(&format!("deleting volume {id}"), e))?;
         self.names
@@ -815,14 +827,16 @@ impl Cloud for AwsCloud {
 
     async fn list_volumes(&self, start: Option<&str>, max: usize) -> Result<Page<Volume>> {
         let (skip, page) = parse_token(start)?;
-        self.count("DescribeVolumes");
         let out = self
-            .ec2
-            .describe_volumes()
-            .filters(filter(&format!("tag:{CLUSTER_TAG}"), ["true".to_owned()]))
-            .max_results(page_size(max, 500))
-            .set_next_token(page.clone())
-            .send()
+            .retrier
+            .send("DescribeVolumes", true, || {
+                self.ec2
+                    .describe_volumes()
+                    .filters(filter(&format!("tag:{CLUSTER_TAG}"), ["true".to_owned()]))
+                    .max_results(page_size(max, 500))
+                    .set_next_token(page.clone())
+                    .send()
+            })
             .await
             .map_err(|e| match errors::map("listing volumes", e) {
                 Error::InvalidArgument(m) if page.is_some() => Error::Aborted(m),
@@ -862,14 +876,16 @@ impl Cloud for AwsCloud {
         }
         for _ in 0..3 {
             let device = self.take_slot(node, &used)?;
-            self.count("AttachVolume");
             let out = self
-                .ec2
-                .attach_volume()
-                .volume_id(id)
-                .instance_id(node)
-                .device(&device)
-                .send()
+                .retrier
+                .send("AttachVolume", false, || {
+                    self.ec2
+                        .attach_volume()
+                        .volume_id(id)
+                        .instance_id(node)
+                        .device(&device)
+                        .send()
+                })
                 .await;
             match out {
                 Ok(a) => {
@@ -910,8 +926,12 @@ impl Cloud for AwsCloud {
         if !is_ec2_id("vol", id) {
             return Err(not_found("volume", id));
         }
-        self.count("DetachVolume");
-        let out = self.ec2.detach_volume().volume_id(id).instance_id(node).send().await;
+        let out = self
+            .retrier
+            .send("DetachVolume", false, || {
+                self.ec2.detach_volume().volume_id(id).instance_id(node).send()
+            })
+            .await;
         let device = match out {
             Ok(a) => {
                 let device = a.device().unwrap_or_default().to_owned();
@@ -959,12 +979,14 @@ impl Cloud for AwsCloud {
         };
         self.change_volume(id, None, performance).await?;
         if !change.tags.is_empty() {
-            self.count("CreateTags");
-            self.ec2
-                .create_tags()
-                .resources(id)
-                .set_tags(Some(ec2_tags(&change.tags)))
-                .send()
+            self.retrier
+                .send("CreateTags", true, || {
+                    self.ec2
+                        .create_tags()
+                        .resources(id)
+                        .set_tags(Some(ec2_tags(&change.tags)))
+                        .send()
+                })
                 .await
                 .map_err(|e| errors::map(&format!("tagging volume {id}"), e))?;
         }
@@ -982,11 +1004,10 @@ impl Cloud for AwsCloud {
         if !is_ec2_id("snap", id) {
             return Err(not_found("snapshot", id));
         }
-        self.count("DeleteSnapshot");
-        self.ec2
-            .delete_snapshot()
-            .snapshot_id(id)
-            .send()
+        self.retrier
+            .send("DeleteSnapshot", true, || {
+                self.ec2.delete_snapshot().snapshot_id(id).send()
+            })
             .await
             .map_err(|e| errors::map(&format!("deleting snapshot {id}"), e))?;
         Ok(())
@@ -997,13 +1018,15 @@ impl Cloud for AwsCloud {
     }
 
     async fn snapshot_by_name(&self, name: &str) -> Result<Option<Snapshot>> {
-        self.count("DescribeSnapshots");
         let out = self
-            .ec2
-            .describe_snapshots()
-            .owner_ids("self")
-            .filters(filter(&format!("tag:{SNAPSHOT_NAME_TAG}"), [name.to_owned()]))
-            .send()
+            .retrier
+            .send("DescribeSnapshots", true, || {
+                self.ec2
+                    .describe_snapshots()
+                    .owner_ids("self")
+                    .filters(filter(&format!("tag:{SNAPSHOT_NAME_TAG}"), [name.to_owned()]))
+                    .send()
+            })
             .await
             .map_err(|e| errors::map(&format!("looking up snapshot {name:?}"), e))?;
         Ok(out.snapshots().first().map(to_snapshot))
@@ -1028,15 +1051,17 @@ impl Cloud for AwsCloud {
         if let Some(v) = &f.source_volume {
             filters.push(filter("volume-id", [v.clone()]));
         }
-        self.count("DescribeSnapshots");
         let out = self
-            .ec2
-            .describe_snapshots()
-            .owner_ids("self")
-            .set_filters(Some(filters))
-            .max_results(page_size(max, 1000))
-            .set_next_token(page.clone())
-            .send()
+            .retrier
+            .send("DescribeSnapshots", true, || {
+                self.ec2
+                    .describe_snapshots()
+                    .owner_ids("self")
+                    .set_filters(Some(filters.clone()))
+                    .max_results(page_size(max, 1000))
+                    .set_next_token(page.clone())
+                    .send()
+            })
             .await
             .map_err(|e| match errors::map("listing snapshots", e) {
                 Error::InvalidArgument(m) if page.is_some() => Error::Aborted(m),
