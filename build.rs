@@ -2,6 +2,9 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/csi.proto");
     let descriptors = protox::compile(["csi.proto"], ["proto"])?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // Malformed request bytes are INVALID_ARGUMENT, not tonic-prost's INTERNAL (src/csi/codec.rs).
+    tonic_prost_build::configure()
+        .codec_path("crate::csi::codec::CsiCodec")
+        .compile_fds(descriptors)?;
     Ok(())
 }

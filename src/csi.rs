@@ -2,3 +2,5 @@
 #![allow(clippy::all, missing_docs)]
 
 tonic::include_proto!("csi.v1");
+
+pub mod codec;

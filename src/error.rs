@@ -61,8 +61,50 @@ impl Error {
     }
 }
 
+/// The longest message a status carries. Messages quote the request (an id, a path), and a
+/// status travels in an HTTP/2 trailer, percent-encoded (up to three bytes for one): a client
+/// refuses a trailer over its header-list limit (16 KiB in tonic) with a protocol error, which
+/// its caller sees as INTERNAL or RESOURCE_EXHAUSTED instead of the code the driver chose.
+const MAX_MESSAGE: usize = 4096;
+
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
-        Status::new(err.code(), err.to_string())
+        Status::new(err.code(), bounded(err.to_string()))
+    }
+}
+
+/// `message`, cut to [`MAX_MESSAGE`] bytes (on a character boundary) when longer.
+fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE {
+        let total = message.len();
+        let cut = (0..=MAX_MESSAGE)
+            .rev()
+            .find(|i| message.is_char_boundary(*i))
+            .unwrap_or(0);
+        message.truncate(cut);
+        message.push_str(&format!("… ({total} bytes in all)"));
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let short = Status::from(Error::NotFound("volume vol-1 does not exist".into()));
+        assert_eq!(short.message(), "volume vol-1 does not exist");
+        let text = format!("volume {} does not exist", "é".repeat(10_000));
+        let long = Status::from(Error::NotFound(text.clone()));
+        assert_eq!(long.code(), Code::NotFound);
+        assert!(long.message().len() <= MAX_MESSAGE + 32, "{}", long.message().len());
+        let (kept, _) = long.message().split_once('…').expect("the cut is marked");
+        assert!(text.starts_with(kept));
+        assert!(
+            long.message().ends_with(&format!("({} bytes in all)", text.len())),
+            "{}",
+            long.message()
+        );
     }
 }

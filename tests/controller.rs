@@ -910,8 +910,7 @@ async fn expand_grows_the_image_and_the_attached_device() {
 }
 
 fn store_is_ext4(d: &Driver) -> bool {
-    nix::sys::statfs::statfs(d.dir.path())
-        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::EXT4_SUPER_MAGIC)
+    nix::sys::statfs::statfs(d.dir.path()).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::EXT4_SUPER_MAGIC)
 }
 
 #[tokio::test]
@@ -1307,6 +1306,19 @@ async fn the_capability_filesystem_and_creation_time_attributes_class_count() {
         ),
         Code::InvalidArgument
     );
+    // Sizes mkfs.xfs refuses for its CRC-enabled filesystems are refused here, not by a failed
+    // mkfs at NodeStageVolume (which was INTERNAL).
+    for (name, pairs) in [
+        ("x3", &[("blockSize", "512")][..]),
+        ("x4", &[("inodeSize", "256")]),
+        ("x5", &[("blockSize", "1024"), ("inodeSize", "1024")]),
+    ] {
+        assert_eq!(
+            code(d.controller.create_volume(xfs(name, pairs)).await),
+            Code::InvalidArgument,
+            "{pairs:?}"
+        );
+    }
     // A VolumeAttributesClass named at creation sets the performance from the start.
     let mut r = create_req("vac", 10, &[("type", "gp2")]);
     r.mutable_parameters = params(&[("type", "io2"), ("iops", "500")]);

@@ -245,6 +245,8 @@ async fn life_cycle(fs: &str) {
     } else {
         let e = nr.unwrap_err();
         assert!(e.message().contains("CAP_SYS_RESOURCE"), "{e:?}");
+        // The host's limit, not the driver's fault: FAILED_PRECONDITION, never INTERNAL.
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     }
 
     for t in [&target, &ro] {

@@ -256,6 +256,22 @@ async fn block_targets_are_proven_by_the_device_bound_there() {
         .await
         .unwrap();
     all_refused(&mut d, &a.id, &raw_target, "another volume's raw device").await;
+    // The volume's own raw device, named as its staging path: no filesystem to bind into a pod
+    // (binding the device file onto a directory was INTERNAL).
+    let fs_target = d.target_path("pod-raw-as-fs", "pvc-raw", false);
+    let publish = d
+        .node
+        .node_publish_volume(NodePublishVolumeRequest {
+            volume_id: c.clone(),
+            publish_context: ctx.clone(),
+            staging_target_path: raw_target.clone(),
+            target_path: fs_target.clone(),
+            volume_capability: Some(rwo()),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(code(publish), Code::FailedPrecondition);
+    assert_eq!(mounted(&fs_target), None);
 
     // A loop device that belongs to no volume, bound where a raw volume would be.
     let image = d.dir.path().join("stray.img");
@@ -397,4 +413,111 @@ async fn a_single_writer_volume_is_published_once_on_its_node() {
     let mut multi = req(&a.target);
     multi.volume_capability = Some(mount_cap(Mode::SingleNodeMultiWriter));
     d.node.node_publish_volume(multi).await.unwrap();
+}
+
+/// A mount hidden by a later one on a directory above it is listed in mountinfo but no longer
+/// reached through its path: node calls must neither act on it nor spin on it (an unstage once
+/// looped forever, unmounting "nothing" and finding it still listed).
+#[tokio::test]
+async fn a_mount_hidden_under_another_is_refused_until_uncovered() {
+    let mut d = Driver::start(&[]).await;
+    let a = staged_and_published(&mut d, "pvc-under").await;
+    d.node
+        .node_unpublish_volume(NodeUnpublishVolumeRequest {
+            volume_id: a.id.clone(),
+            target_path: a.target.clone(),
+        })
+        .await
+        .unwrap();
+    let b = staged_and_published(&mut d, "pvc-over").await;
+    // Volume B staged again on kubelet's plugin directory, above A's staging path.
+    let cover = d.dir.path().join("kubelet/plugins").display().to_string();
+    d.node
+        .node_stage_volume(NodeStageVolumeRequest {
+            volume_id: b.id.clone(),
+            publish_context: b.ctx.clone(),
+            staging_target_path: cover.clone(),
+            volume_capability: Some(rwo()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let unstage_a = NodeUnstageVolumeRequest {
+        volume_id: a.id.clone(),
+        staging_target_path: a.staging.clone(),
+    };
+    let hidden = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        d.node.node_unstage_volume(unstage_a.clone()),
+    )
+    .await
+    .expect("an answer, not a spin");
+    assert_eq!(code(hidden), Code::FailedPrecondition);
+    // Uncovered, it comes off.
+    d.node
+        .node_unstage_volume(NodeUnstageVolumeRequest {
+            volume_id: b.id.clone(),
+            staging_target_path: cover.clone(),
+        })
+        .await
+        .unwrap();
+    d.node.node_unstage_volume(unstage_a).await.unwrap();
+    assert_eq!(mounted(&a.staging), None);
+}
+
+/// Paths no volume may be mounted on: the driver's own store (or a directory above it, which
+/// would hide every image), and places where no directory can be made.
+#[tokio::test]
+async fn the_store_and_impossible_places_are_refused() {
+    let mut d = Driver::start(&[]).await;
+    let id = d
+        .controller
+        .create_volume(create_req("pvc-store", 1, &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap()
+        .volume_id;
+    let ctx = d
+        .controller
+        .controller_publish_volume(publish_req(&id, NODE))
+        .await
+        .unwrap()
+        .into_inner()
+        .publish_context;
+    let root = d.dir.path().display().to_string();
+    let data = d.data_dir().display().to_string();
+    for (path, why) in [
+        (root.as_str(), "the directory holding the store"),
+        (data.as_str(), "the store"),
+        ("/proc/ebs-csi-cannot-exist", "inside /proc"),
+        ("/dev/null/ebs-csi", "under a device file"),
+    ] {
+        let stage = d
+            .node
+            .node_stage_volume(NodeStageVolumeRequest {
+                volume_id: id.clone(),
+                publish_context: ctx.clone(),
+                staging_target_path: path.into(),
+                volume_capability: Some(rwo()),
+                ..Default::default()
+            })
+            .await;
+        assert_eq!(code(stage), Code::InvalidArgument, "stage at {why}");
+        let publish = d
+            .node
+            .node_publish_volume(NodePublishVolumeRequest {
+                volume_id: id.clone(),
+                publish_context: ctx.clone(),
+                staging_target_path: d.staging_path(&id),
+                target_path: path.into(),
+                volume_capability: Some(block_cap(Mode::SingleNodeWriter)),
+                ..Default::default()
+            })
+            .await;
+        assert_eq!(code(publish), Code::InvalidArgument, "publish at {why}");
+    }
+    assert!(mounts_under(d.dir.path()).is_empty());
+    assert!(d.volume_file(&id).exists(), "the store is still in view");
 }

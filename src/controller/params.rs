@@ -690,7 +690,7 @@ impl MkfsOptions {
                 "parameter \"ext4ClusterSize\" needs \"ext4BigAlloc\" set to \"true\"".into(),
             ));
         }
-        let block = self.check_block_size(fs)?;
+        let block = self.check_block_size()?;
         self.check_inode_size(fs, block)?;
         if let Some(ratio) = self.bytes_per_inode {
             if !fs.is_ext() {
@@ -720,12 +720,13 @@ impl MkfsOptions {
     }
 
     /// The block size mkfs will use: the option, or 4 KiB (what both mkfs pick for EBS sizes).
-    fn check_block_size(&self, fs: FsType) -> Result<u32> {
+    /// 1 KiB to 64 KiB for both: mke2fs's range, and mkfs.xfs's for the CRC-enabled (v5)
+    /// filesystems it makes.
+    fn check_block_size(&self) -> Result<u32> {
         let Some(block) = self.block_size else {
             return Ok(4096);
         };
-        let min = if fs.is_ext() { 1024 } else { 512 };
-        check_power_of_two("blockSize", block, min, 65_536)?;
+        check_power_of_two("blockSize", block, 1024, 65_536)?;
         Ok(block)
     }
 
@@ -733,11 +734,12 @@ impl MkfsOptions {
         let Some(inode) = self.inode_size else {
             return Ok(());
         };
-        // mke2fs: at least 128 and at most the block size; mkfs.xfs: 256 to 2048.
+        // mke2fs: at least 128 and at most the block size; mkfs.xfs (v5): 512 to 2048, and at
+        // most half a block.
         let (min, max) = if fs.is_ext() {
             (128, u64::from(block))
         } else {
-            (256, 2048)
+            (512, u64::from(block / 2).min(2048))
         };
         check_power_of_two("inodeSize", inode, min, max)
     }
@@ -1784,19 +1786,32 @@ mod tests {
         assert_eq!(
             create(&[
                 ("csi.storage.k8s.io/fstype", "xfs"),
-                ("blockSize", "512"),
+                ("blockSize", "4096"),
                 ("inodeSize", "2048")
             ])
             .unwrap()
             .mkfs
-            .block_size,
-            Some(512)
+            .inode_size,
+            Some(2048)
         );
+        // What mkfs.xfs refuses for its (CRC-enabled) filesystems is refused here, not at
+        // NodeStageVolume: blocks under 1 KiB, inodes under 512 bytes or over half a block.
+        for params in [
+            &[("csi.storage.k8s.io/fstype", "xfs"), ("blockSize", "512")][..],
+            &[("csi.storage.k8s.io/fstype", "xfs"), ("inodeSize", "256")],
+            &[
+                ("csi.storage.k8s.io/fstype", "xfs"),
+                ("blockSize", "1024"),
+                ("inodeSize", "1024"),
+            ],
+        ] {
+            invalid(create(params));
+        }
 
-        // Fine for xfs, so accepted until the filesystem is known; not for ext4.
-        let small = create(&[("blockSize", "512")]).unwrap();
-        invalid(small.validate_for_fs(FsType::Ext4));
-        assert!(small.validate_for_fs(FsType::Xfs).is_ok());
+        // Fine for ext4 (the filesystem assumed while none is named), not for xfs.
+        let ext_only = create(&[("inodeSize", "256")]).unwrap();
+        assert!(ext_only.validate_for_fs(FsType::Ext4).is_ok());
+        invalid(ext_only.validate_for_fs(FsType::Xfs));
         let rejected: &[&[(&str, &str)]] = &[
             &[("blockSize", "3000")],
             &[("blockSize", "131072")],
@@ -1822,9 +1837,6 @@ mod tests {
         for params in rejected {
             invalid(create(params));
         }
-        // Valid for xfs, so refused only once the filesystem (the capability's) is ext4.
-        let ext4_only = create(&[("blockSize", "1024"), ("inodeSize", "2048")]).unwrap();
-        invalid(ext4_only.validate_for_fs(FsType::Ext4));
         let msg = invalid(create(&[
             ("csi.storage.k8s.io/fstype", "xfs"),
             ("bytesPerInode", "4096"),

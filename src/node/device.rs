@@ -23,6 +23,12 @@ pub trait DeviceLocator: Send + Sync + 'static {
     /// evidence `locate` uses. Every node call that acts on something it found at a path asks
     /// this first (see `node::proof`).
     fn owns(&self, volume_id: &str, device: &Path) -> bool;
+
+    /// The backend's own store on this host, if it has one there: no volume may be mounted on
+    /// it or on a directory above it, which would hide it from the driver.
+    fn store(&self) -> Option<&Path> {
+        None
+    }
 }
 
 /// The local backend's devices: loop devices whose backing file is the volume's image.
@@ -68,6 +74,10 @@ impl LoopLocator {
 
 #[tonic::async_trait]
 impl DeviceLocator for LoopLocator {
+    fn store(&self) -> Option<&Path> {
+        self.volumes_dir.parent()
+    }
+
     fn owns(&self, volume_id: &str, device: &Path) -> bool {
         self.image(volume_id)
             .is_ok_and(|image| loopdev::backing_file(device).is_some_and(|b| b == image))

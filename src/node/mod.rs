@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use self::device::DeviceLocator;
 use crate::capability::check_capability;
-use crate::controller::params::FSTYPE_KEY;
+use crate::controller::params::{self, FSTYPE_KEY, FsType};
 use crate::controller::topology::{OS_KEY, WELL_KNOWN_ZONE_KEY, ZONE_KEY};
 use crate::csi::node_server::Node;
 use crate::csi::node_service_capability::{Rpc, rpc::Type as RpcType};
@@ -118,8 +118,39 @@ fn fs_type(cap: &VolumeCapability, context: &HashMap<String, String>) -> String 
     }
 }
 
-/// The mkfs options the controller put in the volume context.
-fn mkfs_options(context: &HashMap<String, String>) -> Result<format::MkfsOptions> {
+/// The mkfs options the controller put in the volume context, checked as the controller checks
+/// StorageClass parameters: the context is the caller's to send, and a value mkfs refuses must
+/// be the caller's INVALID_ARGUMENT, not a failed mkfs.
+fn mkfs_options(context: &HashMap<String, String>, fs: FsType) -> Result<format::MkfsOptions> {
+    let opts = parse_mkfs_options(context)?;
+    params::MkfsOptions {
+        block_size: opts.block_size,
+        inode_size: opts.inode_size,
+        bytes_per_inode: opts.bytes_per_inode,
+        number_of_inodes: opts.number_of_inodes,
+        ext4_bigalloc: opts.ext4_bigalloc,
+        ext4_cluster_size: opts.ext4_cluster_size,
+    }
+    .validate_for(fs)
+    .map_err(|e| Error::InvalidArgument(format!("volume context: {e}")))?;
+    // mke2fs makes blocks larger than a memory page when told to, but the kernel cannot mount
+    // them: the volume would be formatted and never usable.
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|p| u32::try_from(p).ok());
+    if fs != FsType::Xfs
+        && let (Some(block), Some(page)) = (opts.block_size, page)
+        && block > page
+    {
+        return Err(Error::InvalidArgument(format!(
+            "volume context blockSize={block}: {fs} blocks larger than this node's {page}-byte memory pages cannot be mounted"
+        )));
+    }
+    Ok(opts)
+}
+
+fn parse_mkfs_options(context: &HashMap<String, String>) -> Result<format::MkfsOptions> {
     fn number<T: std::str::FromStr>(ctx: &HashMap<String, String>, key: &str) -> Result<Option<T>> {
         ctx.get(key)
             .map(|v| {
@@ -141,17 +172,22 @@ fn mkfs_options(context: &HashMap<String, String>) -> Result<format::MkfsOptions
 /// A failure to make or remove something at a path the CO gave: the path's fault (a file where
 /// a directory must be, a read-only place) is the caller's to fix, not an internal error.
 fn path_error(what: &str, path: &Path, e: &std::io::Error) -> Error {
+    use nix::errno::Errno;
     let message = format!("cannot {what} {}: {e}", path.display());
-    match e.raw_os_error().map(nix::errno::Errno::from_raw) {
+    match e.raw_os_error().map(Errno::from_raw) {
+        // ENOENT and EINVAL: a place where no directory can be made (inside /proc or /sys);
+        // EISDIR: a directory where a raw block target (a file) must be.
         Some(
-            nix::errno::Errno::ENOTDIR
-            | nix::errno::Errno::EEXIST
-            | nix::errno::Errno::ENAMETOOLONG
-            | nix::errno::Errno::ELOOP,
+            Errno::ENOTDIR
+            | Errno::EEXIST
+            | Errno::ENAMETOOLONG
+            | Errno::ELOOP
+            | Errno::ENOENT
+            | Errno::EINVAL
+            | Errno::EISDIR,
         ) => Error::InvalidArgument(message),
-        Some(nix::errno::Errno::EROFS | nix::errno::Errno::EACCES | nix::errno::Errno::EPERM) => {
-            Error::FailedPrecondition(message)
-        }
+        Some(Errno::EROFS | Errno::EACCES | Errno::EPERM) => Error::FailedPrecondition(message),
+        Some(Errno::ENOSPC | Errno::EDQUOT | Errno::EMLINK) => Error::ResourceExhausted(message),
         _ => Error::Internal(message),
     }
 }
@@ -189,6 +225,33 @@ fn remove_target(path: &Path) -> Result<()> {
     }
 }
 
+/// Whether a filesystem on `device` is mounted anywhere.
+fn mounted_elsewhere(device: &Path) -> Result<bool> {
+    let Some(dev) = blockdev::number(device) else {
+        return Ok(false);
+    };
+    Ok(mount::mounts()?.iter().any(|m| m.dev == dev))
+}
+
+/// Unmounts the volume's mounts stacked at `path`, each proven first. A mount that is still
+/// there after its unmount succeeded ends the call instead of looping (this loop runs on an
+/// async worker: spinning here once starved every call of the connection).
+fn unmount_all(locator: &dyn DeviceLocator, id: &str, path: &Path) -> Result<()> {
+    let mut last = None;
+    while let Some(p) = proof::at(locator, id, path)? {
+        if last == Some(p.mount.id) {
+            return Err(Error::Internal(format!(
+                "{} at {} is still mounted after it was unmounted",
+                p.mount.source,
+                path.display()
+            )));
+        }
+        last = Some(p.mount.id);
+        mount::unmount(path)?;
+    }
+    Ok(())
+}
+
 fn as_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -202,6 +265,23 @@ impl NodeService {
         }
     }
 
+    /// A mount on the backend's store, or on a directory above it, would hide the store from
+    /// this driver (and the controller sharing it): every image would seem to vanish.
+    fn not_over_store(&self, path: &Path, field: &str) -> Result<()> {
+        let Some(store) = self.locator.store() else {
+            return Ok(());
+        };
+        let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        if store.starts_with(path) || store.starts_with(&resolved) {
+            return Err(Error::InvalidArgument(format!(
+                "{field} {} would cover the driver's store at {}; volumes are never mounted there",
+                path.display(),
+                store.display()
+            )));
+        }
+        Ok(())
+    }
+
     async fn stage(&self, req: NodeStageVolumeRequest) -> Result<NodeStageVolumeResponse> {
         let id = require(&req.volume_id, "volume_id")?;
         let staging = checked_path(&req.staging_target_path, "staging_target_path")?;
@@ -210,9 +290,14 @@ impl NodeService {
             // Block volumes are used straight from the device at publish time.
             return Ok(NodeStageVolumeResponse {});
         };
+        let fs = fs_type(cap, &req.volume_context);
+        // The capability's type is checked with the capability; one from the volume context
+        // only here.
+        let fs_kind: FsType = fs
+            .parse()
+            .map_err(|e| Error::InvalidArgument(format!("volume context: {e}")))?;
         let _guard = self.inflight.start(format!("volume/{id}"), &format!("volume {id}"))?;
         let device = self.locator.locate(id, &req.publish_context).await?;
-        let fs = fs_type(cap, &req.volume_context);
 
         match proof::at(self.locator.as_ref(), id, &staging) {
             Ok(None) => {}
@@ -238,11 +323,12 @@ impl NodeService {
                 )));
             }
         }
+        self.not_over_store(&staging, "staging_target_path")?;
         create_dir(&staging)?;
         let formatted = match format::filesystem_of(&device).await? {
             None => {
                 info!(volume = %id, device = %device.display(), fs, "formatting a blank device");
-                format::mkfs(&fs, &device, &mkfs_options(&req.volume_context)?).await?;
+                format::mkfs(&fs, &device, &mkfs_options(&req.volume_context, fs_kind)?).await?;
                 true
             }
             Some(found) if found == fs => false,
@@ -258,14 +344,31 @@ impl NodeService {
         // (no privilege needed), xfs only once mounted. A fresh one already fills it.
         let device_size = if formatted { 0 } else { resize::device_size(&device)? };
         let is_ext = fs.starts_with("ext");
-        if !formatted && is_ext && resize::filesystem_size(&device, &fs, None).await? < device_size {
+        // Not while it is mounted elsewhere (staged at another path too): e2fsck refuses a
+        // mounted filesystem, and that mount is where it grows (NodeExpandVolume).
+        if !formatted
+            && is_ext
+            && !mounted_elsewhere(&device)?
+            && resize::filesystem_size(&device, &fs, None).await? < device_size
+        {
             info!(volume = %id, device_size, "growing the filesystem to its device before mounting");
             resize::grow_unmounted_ext(&device).await?;
         }
         mount::mount_device(&device, &staging, &fs, &m.mount_flags)?;
-        if !formatted && !is_ext && resize::filesystem_size(&device, &fs, Some(&staging)).await? < device_size {
-            info!(volume = %id, device_size, "growing the filesystem to its device");
-            resize::grow(&device, &fs, &staging).await?;
+        if !formatted && !is_ext {
+            let grown = async {
+                if resize::filesystem_size(&device, &fs, Some(&staging)).await? < device_size {
+                    info!(volume = %id, device_size, "growing the filesystem to its device");
+                    resize::grow(&device, &fs, &staging).await?;
+                }
+                Ok(())
+            };
+            // A failed stage leaves nothing mounted: a retry that found the mount would
+            // answer success without growing.
+            if let Err(e) = grown.await {
+                let _ = mount::unmount(&staging);
+                return Err(e);
+            }
         }
         info!(volume = %id, device = %device.display(), staging = %staging.display(), fs, "staged");
         Ok(NodeStageVolumeResponse {})
@@ -277,9 +380,7 @@ impl NodeService {
         let _guard = self.inflight.start(format!("volume/{id}"), &format!("volume {id}"))?;
         // Stacked mounts (a retried stage after a crash) come off one by one, only at this path,
         // and each only once it is proven to be this volume's.
-        while proof::at(self.locator.as_ref(), id, &staging)?.is_some() {
-            mount::unmount(&staging)?;
-        }
+        unmount_all(self.locator.as_ref(), id, &staging)?;
         info!(volume = %id, staging = %staging.display(), "unstaged");
         Ok(NodeUnstageVolumeResponse {})
     }
@@ -309,6 +410,14 @@ impl NodeService {
                     staging.display()
                 ))
             })?;
+            // The volume's raw device bound there (a block publish target) is no filesystem
+            // to bind into the pod.
+            if staged.block {
+                return Err(Error::FailedPrecondition(format!(
+                    "volume {id} is not staged at {}: its raw device is bound there, not a filesystem; NodeStageVolume first",
+                    staging.display()
+                )));
+            }
             (staging.clone(), staged.dev, Some(staged.mount))
         };
 
@@ -337,6 +446,7 @@ impl NodeService {
                 other.display()
             )));
         }
+        self.not_over_store(&target, "target_path")?;
         if block {
             if let Some(parent) = target.parent() {
                 create_dir(parent)?;
@@ -361,9 +471,7 @@ impl NodeService {
         let _guard = self
             .inflight
             .start(format!("target/{}", target.display()), &format!("volume {id}"))?;
-        while proof::at(self.locator.as_ref(), id, &target)?.is_some() {
-            mount::unmount(&target)?;
-        }
+        unmount_all(self.locator.as_ref(), id, &target)?;
         remove_target(&target)?;
         info!(volume = %id, target = %target.display(), "unpublished");
         Ok(NodeUnpublishVolumeResponse {})
@@ -455,7 +563,22 @@ impl NodeService {
         let _guard = self.inflight.start(format!("volume/{id}"), &format!("volume {id}"))?;
         let found = self.proven_at(id, &path)?;
         if !found.block {
-            resize::grow(&found.device, &found.mount.fs_type, &path).await?;
+            // A read-only publication cannot be grown through (xfs_growfs fails with EROFS);
+            // the filesystem grows just as well through a writable mount of it.
+            let at = if found.mount.read_only() {
+                mount::mounts()?
+                    .into_iter()
+                    .find(|m| m.dev == found.dev && !m.read_only())
+                    .map(|m| m.target)
+                    .ok_or_else(|| {
+                        Error::FailedPrecondition(format!(
+                            "volume {id} is mounted only read-only, so its filesystem cannot grow now; it grows when the volume is next staged read-write"
+                        ))
+                    })?
+            } else {
+                path.clone()
+            };
+            resize::grow(&found.device, &found.mount.fs_type, &at).await?;
         }
         let size = resize::device_size(&found.device)?;
         if as_i64(size) < required {

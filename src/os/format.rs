@@ -198,8 +198,16 @@ fn add(
 pub async fn mkfs(fs: &str, device: &Path, opts: &MkfsOptions) -> Result<()> {
     let (program, args) = mkfs_args(fs, device, opts)?;
     check_device(device)?;
-    super::run(&program, &args).await?;
-    Ok(())
+    match super::run(&program, &args).await {
+        Ok(_) => Ok(()),
+        // Options within mkfs's fixed limits can still not fit this device (more inodes than
+        // it has room for, a cluster too large for its journal): with options given, mkfs
+        // refusing to run is theirs to fix, and they are the request's.
+        Err(Error::Internal(m)) if *opts != MkfsOptions::default() && m.contains(" failed (") => Err(
+            Error::InvalidArgument(format!("{m} (the filesystem options do not fit this device)")),
+        ),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

@@ -126,6 +126,29 @@ pub async fn detach(device: &Path, expected_backing: &Path) -> Result<()> {
     }
 }
 
+/// What still uses a loop device, if anything: a filesystem on it mounted somewhere, its device
+/// node bound somewhere (a raw block volume in a pod), or an exclusive holder (a mount in
+/// another namespace, device-mapper).
+pub fn in_use(device: &Path) -> Result<Option<String>> {
+    let Some(rdev) = super::blockdev::number(device) else {
+        return Ok(None);
+    };
+    for m in super::mount::mounts()? {
+        if m.dev == rdev {
+            return Ok(Some(format!("mounted at {}", m.target.display())));
+        }
+        // A bound device node is a mount of one file: its root is not "/".
+        if m.root != Path::new("/") && super::blockdev::number(&m.target) == Some(rdev) {
+            return Ok(Some(format!("bound at {}", m.target.display())));
+        }
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    match OpenOptions::new().read(true).custom_flags(libc::O_EXCL).open(device) {
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(Some("held open exclusively".into())),
+        _ => Ok(None),
+    }
+}
+
 /// Makes the loop device see its backing file's new size.
 pub async fn refresh_capacity(device: &Path) -> Result<()> {
     let dev = open_rw(device)?;

@@ -122,10 +122,42 @@ fn unescape(field: &[u8]) -> Vec<u8> {
 }
 
 /// The topmost mount whose target is exactly `target` (symlinks in `target` resolved, as the
-/// kernel resolves them).
+/// kernel resolves them). Mounts listed there that the path no longer reaches — a later mount
+/// on a parent directory hides them — are FAILED_PRECONDITION: they can be neither used nor
+/// unmounted through this path until that mount goes.
 pub fn mount_at(target: &Path) -> Result<Option<Mount>> {
     let target = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
-    Ok(topmost(mounts()?, &target))
+    let Some(top) = topmost(mounts()?, &target) else {
+        return Ok(None);
+    };
+    match live_mount_id(&target) {
+        Some(id) if id == top.id => Ok(Some(top)),
+        // A kernel without mnt_id in fdinfo (before 3.15) cannot tell; trust the listing.
+        None if !Path::new("/proc/self/fdinfo").exists() => Ok(Some(top)),
+        _ => Err(Error::FailedPrecondition(format!(
+            "{} ({}) is mounted at {} but hidden by a later mount on a parent directory; unmount that first",
+            top.source,
+            top.fs_type,
+            target.display()
+        ))),
+    }
+}
+
+/// The id of the mount that `path` resolves to now, as the kernel reports it for an open file
+/// (`mnt_id` in /proc/self/fdinfo); None when the path cannot be opened.
+fn live_mount_id(path: &Path) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_PATH: no access to the file itself is needed (or wanted: it may be a device node).
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)
+        .ok()?;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd())).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Among the mounts stacked on `target`, the one no other mount there sits on; mountinfo order
@@ -147,15 +179,19 @@ pub fn mount_device(device: &Path, target: &Path, fs_type: &str, flags: &[String
     }
     let (ms_flags, data) = mount_options(flags)?;
     nix::mount::mount(Some(device), target, Some(fs_type), ms_flags, data.as_deref()).map_err(|e| {
-        errno_error(
-            format_args!(
-                "mount {} on {} (type {fs_type}, options {:?}) failed; the kernel log says why",
-                device.display(),
-                target.display(),
-                flags.join(",")
-            ),
-            e,
-        )
+        let context = format!(
+            "mount {} on {} (type {fs_type}, options {:?}) failed; the kernel log says why",
+            device.display(),
+            target.display(),
+            flags.join(",")
+        );
+        match e {
+            // The callers mount a filesystem of the type blkid found, so what the kernel
+            // refuses as invalid is the mount flags (an option the filesystem does not know,
+            // or a value it cannot take): the request's.
+            Errno::EINVAL => Error::InvalidArgument(format!("{context}: {e}; check the mount flags")),
+            e => errno_error(context, e),
+        }
     })
 }
 
@@ -639,7 +675,7 @@ garbage line
         // An option the filesystem does not know fails, and leaves nothing mounted.
         s.will_mount(&stage);
         let err = mount_device(&device, &stage, "ext4", &strings(&["no_such_option"])).unwrap_err();
-        assert!(matches!(err, Error::Internal(_)), "{err:?}");
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
         assert_eq!(mount_at(&stage).unwrap(), None);
 
         let missing = s.dir.path().join("missing");

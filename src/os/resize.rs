@@ -44,9 +44,19 @@ pub async fn filesystem_size(device: &Path, fs: &str, mount_path: Option<&Path>)
             parse_dumpe2fs(&out)
         }
         "xfs" => {
-            let target = mount_path.unwrap_or(device);
-            require(target)?;
-            let out = super::run("xfs_info", [target]).await?;
+            let out = match mount_path {
+                // `xfs_growfs -n` prints the mounted geometry (as xfs_info does) from the path
+                // itself; xfs_info is a shell script that looks the path up with findmnt,
+                // which fails for a mount point whose name has a newline.
+                Some(target) => {
+                    require(target)?;
+                    super::run("xfs_growfs", ["-n".as_ref(), target.as_os_str()]).await?
+                }
+                None => {
+                    require(device)?;
+                    super::run("xfs_info", [device]).await?
+                }
+            };
             parse_xfs_info(&out)
         }
         other => return Err(unknown_fs(other)),
@@ -69,9 +79,12 @@ pub async fn grow(device: &Path, fs: &str, mount_path: &Path) -> Result<()> {
             super::run("resize2fs", [device]).await.map_err(|e| match e {
                 // The kernel wants CAP_SYS_RESOURCE for an online resize; root without it is
                 // told only "Permission denied".
-                Error::Internal(m) if m.contains("Permission denied to resize") => {
-                    Error::Internal(format!("{m} (online ext4 resizing needs CAP_SYS_RESOURCE)"))
-                }
+                // Not a fault of the driver's nor of the request: this host cannot grow a
+                // mounted ext4 (CSI's code for "cannot expand while in use" is
+                // FAILED_PRECONDITION); it grows at the next stage instead.
+                Error::Internal(m) if m.contains("Permission denied to resize") => Error::FailedPrecondition(format!(
+                    "{m} (online ext4 resizing needs CAP_SYS_RESOURCE; without it the filesystem grows when the volume is next staged)"
+                )),
                 e => e,
             })?;
         }
@@ -289,7 +302,7 @@ realtime =none                   extsz=4096   blocks=0, rtextents=0
             // and change nothing.
             let err = grow(&device, fs, &stage).await.unwrap_err();
             assert!(
-                matches!(&err, Error::Internal(m) if m.contains("CAP_SYS_RESOURCE")),
+                matches!(&err, Error::FailedPrecondition(m) if m.contains("CAP_SYS_RESOURCE")),
                 "{err:?}"
             );
             assert_eq!(filesystem_size(&device, fs, Some(&stage)).await.unwrap(), small);

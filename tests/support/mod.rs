@@ -256,11 +256,34 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = text
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .map(|t| PathBuf::from(t.replace("\\040", " ")))
+        .map(unescape_mount_path)
         .filter(|t| t.starts_with(dir))
         .collect();
     found.reverse();
     found
+}
+
+/// A mountinfo path with the kernel's octal escapes (space, tab, newline, backslash) undone,
+/// so that a target with a newline in its name is found and unmounted too.
+pub fn unescape_mount_path(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && let Some(d) = bytes.get(i + 1..i + 4)
+            && d[0] <= b'3'
+            && d.iter().all(|b| (b'0'..=b'7').contains(b))
+        {
+            out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 impl Drop for Driver {

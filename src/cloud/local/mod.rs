@@ -3,6 +3,7 @@
 //! live in one redb file, written before each side effect so a crash can be finished or undone.
 
 mod files;
+mod import;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -183,7 +184,7 @@ impl Inner {
         if let Err(e) = made {
             // Undo the intent so nothing is left that no call can find.
             let _ = self.store.remove_volume(&id);
-            return Err(e);
+            return Err(self.source_gone(&spec.source).unwrap_or(e));
         }
         self.crash_point("create-volume:after-image");
         self.update(&id, |r, _| {
@@ -192,6 +193,25 @@ impl Inner {
         })?;
         info!(volume = %id, name, size_gib = spec.size_gib, "volume created");
         self.volume_record(&id).map(|r| self.present(r))
+    }
+
+    /// NOT_FOUND when a copy failed because its source was deleted meanwhile (a DeleteVolume or
+    /// DeleteSnapshot racing the copy removes the image it was about to open); None when the
+    /// source is still there, and the copy's own error stands.
+    fn source_gone(&self, source: &Option<VolumeSource>) -> Option<Error> {
+        let gone = match source.as_ref()? {
+            VolumeSource::Volume(v) => {
+                let available = matches!(self.store.volume(v), Ok(Some(r)) if r.state == VolumeState::Available);
+                (!available).then(|| format!("volume {v}"))
+            }
+            VolumeSource::Snapshot(s) => {
+                let ready = matches!(self.store.snapshot(s), Ok(Some(r)) if r.state == SnapshotState::Ready);
+                (!ready).then(|| format!("snapshot {s}"))
+            }
+        }?;
+        Some(Error::NotFound(format!(
+            "source {gone} was deleted while it was being copied"
+        )))
     }
 
     fn delete_volume(&self, id: &str) -> Result<()> {
@@ -303,7 +323,11 @@ impl Inner {
         Ok(attachment)
     }
 
-    async fn detach(self: Arc<Self>, id: String, node: String) -> Result<()> {
+    /// Detaches the volume from `node`. With `refuse_in_use`, a loop device that is still
+    /// mounted or bound somewhere is not cut from under its user (FAILED_PRECONDITION): the
+    /// kernel would only defer the detach, the mount would outlive the volume, and once the
+    /// volume is deleted no node call could prove the mount is the volume's and remove it.
+    async fn detach(self: Arc<Self>, id: String, node: String, refuse_in_use: bool) -> Result<()> {
         let record = match self.store.volume(&id)? {
             Some(r) => r,
             None => return Err(Error::NotFound(format!("volume {id} does not exist"))),
@@ -317,7 +341,18 @@ impl Inner {
             + record.attaching.iter().filter(|n| **n != node).count();
         if remaining == 0 {
             let file = self.volume_path(&id);
-            for l in loopdev::find(&file)? {
+            let devices = loopdev::find(&file)?;
+            if refuse_in_use {
+                for l in &devices {
+                    if let Some(user) = loopdev::in_use(&l.device)? {
+                        return Err(Error::FailedPrecondition(format!(
+                            "volume {id} is still in use on node {node}: {} is {user}; NodeUnpublishVolume and NodeUnstageVolume it first",
+                            l.device.display()
+                        )));
+                    }
+                }
+            }
+            for l in devices {
                 loopdev::detach(&l.device, &file).await?;
             }
         }
@@ -382,7 +417,9 @@ impl Inner {
         self.crash_point("snapshot:after-intent");
         if let Err(e) = files::copy_image(&self.volume_path(source), &self.snapshot_path(&id), 0) {
             let _ = self.store.remove_snapshot(&id);
-            return Err(e);
+            return Err(self
+                .source_gone(&Some(VolumeSource::Volume(source.to_owned())))
+                .unwrap_or(e));
         }
         self.crash_point("snapshot:after-copy");
         let done = self
@@ -423,7 +460,7 @@ impl Inner {
                     if !r.attaching.is_empty() {
                         warn!(volume = %id, nodes = ?r.attaching, "undoing interrupted attaches");
                         for node in r.attaching.clone() {
-                            self.clone().detach(id.clone(), node).await?;
+                            self.clone().detach(id.clone(), node, false).await?;
                         }
                     }
                     if !r.volume.attachments.is_empty() && self.volume_path(&id).exists() {
@@ -610,7 +647,7 @@ impl Cloud for LocalCloud {
     }
 
     async fn detach(&self, id: &str, node: &str) -> Result<()> {
-        self.inner.clone().detach(id.to_owned(), node.to_owned()).await
+        self.inner.clone().detach(id.to_owned(), node.to_owned(), true).await
     }
 
     async fn resize(&self, id: &str, size_gib: u64) -> Result<Volume> {
