@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, ServeArgs};
@@ -31,9 +31,19 @@ pub enum Command {
         #[arg(long)]
         keep: bool,
         /// Kubernetes YAML to play instead of the seed's: files, or directories of *.yaml files
-        /// (as `kubectl apply -f`); repeatable.
+        /// (as `kubectl apply -f`); repeatable, played in order with --delete.
         #[arg(short = 'f', long = "filename", value_name = "FILE|DIR")]
         files: Vec<std::path::PathBuf>,
+        /// Kubernetes YAML whose objects are deleted at this point of the sequence (as
+        /// `kubectl delete -f`); repeatable.
+        #[arg(long = "delete", value_name = "FILE|DIR")]
+        delete: Vec<std::path::PathBuf>,
+        /// The local region's zones (default: the zones the YAML names, else local-1a,b,c).
+        #[arg(long, value_delimiter = ',', value_name = "ZONE,…")]
+        zones: Vec<String>,
+        /// The demo node's zone (default: the first zone every constraint in the YAML allows).
+        #[arg(long, value_name = "ZONE")]
+        node_zone: Option<String>,
     },
     /// Measure: CreateVolume latency as the local store grows, a full volume cycle against the
     /// raw commands, and idle memory. Needs root (loop devices, mounts).
@@ -53,9 +63,14 @@ pub enum Command {
         /// Concurrent callers for the aws bench.
         #[arg(long, default_value_t = 16)]
         callers: usize,
-        /// CreateVolume+DeleteVolume pairs for the aws bench.
+        /// CreateVolume+DeleteVolume pairs for the aws bench (creates, with --fault-proxy).
         #[arg(long, default_value_t = 400)]
         operations: usize,
+        /// With --aws-endpoint (moto): the driver reaches EC2 through this fault proxy
+        /// (scripts/ec2-fault-proxy.py), and creates are timed as external-provisioner retries
+        /// them (scripts/bench-aws-faults.sh).
+        #[arg(long, requires = "aws_endpoint", value_name = "URL")]
+        fault_proxy: Option<String>,
     },
     /// Print the IAM documents the controller needs on AWS.
     Iam {
@@ -298,6 +313,84 @@ async fn bench_aws(_url: &str, _callers: usize, _operations: usize) -> Result<()
     Err("this ebs-csi was built without the aws feature".into())
 }
 
+#[cfg(feature = "aws")]
+async fn bench_aws_faults(
+    moto: &str,
+    proxy: &str,
+    callers: usize,
+    volumes: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile_dir()?;
+    let result = crate::bench::aws_faults(&dir, moto, proxy, callers, volumes).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let f = result?;
+    let s = &f.proxy_settings;
+    let secs = |d: std::time::Duration| d.as_secs_f64();
+    println!(
+        "aws backend through the fault proxy {proxy} (moto at {moto}): {} CreateVolume, {} concurrent callers",
+        f.volumes, f.callers
+    );
+    println!(
+        "  proxy: +{} ms per call, {} % of calls throttled, {} % of CreateVolume answers lost, volumes creating for {} s",
+        s["latency_ms"], s["throttle_percent"], s["lose_create_percent"], s["creating_seconds"]
+    );
+    println!("  callers: a 10 s deadline per call (grpc-timeout); after an error 1 s, doubling, same name");
+    println!(
+        "  create latency, first attempt to answer: median {:.3} s, p90 {:.3} s, max {:.3} s",
+        secs(f.percentile(50.0)),
+        secs(f.percentile(90.0)),
+        secs(f.latencies.last().copied().unwrap_or_default())
+    );
+    let deciles: Vec<String> = (1..10)
+        .map(|d| format!("{:.2}", secs(f.percentile(d as f64 * 10.0))))
+        .collect();
+    println!("  deciles (s): {}", deciles.join(" "));
+    println!(
+        "  errors surfaced to the callers: {} {:?}",
+        f.errors_surfaced(),
+        f.errors
+    );
+    for (code, message) in &f.error_examples {
+        println!("    first {code}: {message}");
+    }
+    if f.failed > 0 {
+        println!("  names not created within the bench's attempts: {}", f.failed);
+    }
+    println!(
+        "  answered while the proxy still reported the volume creating: {}",
+        f.answered_creating
+    );
+    println!(
+        "  volumes in moto: {} duplicates, {} answered names missing",
+        f.duplicates, f.missing
+    );
+    println!(
+        "  driver: {} throttles, {} retries; EC2 calls {:?}",
+        f.throttles, f.retries, f.calls
+    );
+    println!(
+        "  proxy: {} calls, {} throttled, {} CreateVolume answers lost",
+        f.proxy_calls, f.proxy_throttled, f.proxy_lost
+    );
+    let available = s["creating_seconds"].as_f64().unwrap_or(0.0);
+    let met = f.errors_surfaced() == 0 && f.failed == 0 && secs(f.percentile(50.0)) <= available + 0.3;
+    println!(
+        "  target (0 errors surfaced, median within 0.3 s of {available} s): {}",
+        if met { "met" } else { "not met" }
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "aws"))]
+async fn bench_aws_faults(
+    _moto: &str,
+    _proxy: &str,
+    _callers: usize,
+    _volumes: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    Err("this ebs-csi was built without the aws feature".into())
+}
+
 /// A fresh directory under the system temp dir.
 fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("ebs-csi-bench-{}", std::process::id()));
@@ -307,7 +400,8 @@ fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
 
 /// Runs the command line `ebs-csi …` (the binary's whole main).
 pub async fn run() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Serve(args) => {
             init_logging(args.logging_format, args.verbosity);
@@ -320,7 +414,30 @@ pub async fn run() -> ExitCode {
                 }
             }
         }
-        Command::Demo { keep, files } => ExitCode::from(crate::demo::run(keep, &files).await as u8),
+        Command::Demo {
+            keep,
+            files,
+            delete,
+            zones,
+            node_zone,
+        } => {
+            let order = matches.subcommand_matches("demo");
+            let options = crate::demo::Options::new(keep, files, delete, order, zones, node_zone);
+            ExitCode::from(crate::demo::run(options).await as u8)
+        }
+        Command::Bench {
+            aws_endpoint: Some(url),
+            fault_proxy: Some(proxy),
+            callers,
+            operations,
+            ..
+        } => match bench_aws_faults(&url, &proxy, callers, operations).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ebs-csi: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Bench {
             aws_endpoint: Some(url),
             callers,

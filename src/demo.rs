@@ -3,7 +3,17 @@
 //! -resizer and -snapshotter and kubelet with the calls, parameters, topology, volume
 //! capabilities and paths they use, for the objects in the YAML (src/manifest.rs reads and checks
 //! them first). With no files it plays the seed's: examples/seed/ and examples/seed/day-2/,
-//! built into the binary.
+//! built into the binary. The command line's `-f` and `--delete` runs are played in order, as a
+//! user's `kubectl apply -f` and `kubectl delete -f`: `groups` turns the command line into those
+//! runs, `play` plays each, `delete` what a deletion sets off, and `import` makes the volumes and
+//! snapshots that pre-provisioned objects name (on AWS they exist already).
+
+mod delete;
+mod groups;
+mod import;
+mod play;
+
+pub use groups::{Options, Step};
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, Write};
@@ -14,16 +24,15 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
-use crate::controller::topology::{OS_KEY, WELL_KNOWN_ZONE_KEY, ZONE_KEY};
+use crate::controller::topology::WELL_KNOWN_ZONE_KEY;
 use crate::csi::controller_client::ControllerClient;
 use crate::csi::node_client::NodeClient;
 use crate::csi::*;
 use crate::error::{Error, Result};
-use crate::manifest::{self, Claim, ClaimSource, NodeFacts, Plan, SourceFile, Update};
+use crate::manifest::{self, Claim, ClaimSource, NodeFacts, Plan};
 
 const DRIVER: &str = manifest::DRIVER;
 const NODE: &str = "demo-node";
-const ZONE: &str = "local-1a";
 const PAGE: &str = "<h1>Hello from nginx on an ebs-csi volume</h1>\n";
 
 /// The seed's files (and its day-2 follow-up: resize, snapshot, restore), as `demo` with no `-f`
@@ -65,18 +74,6 @@ const SEED: [(&str, &str); 10] = [
     ),
 ];
 
-/// The node the demo's driver runs as, as its NodeGetInfo will describe it.
-fn demo_node() -> NodeFacts {
-    NodeFacts {
-        name: NODE.into(),
-        topology: BTreeMap::from([
-            (ZONE_KEY.to_owned(), ZONE.to_owned()),
-            (WELL_KNOWN_ZONE_KEY.to_owned(), ZONE.to_owned()),
-            (OS_KEY.to_owned(), "linux".to_owned()),
-        ]),
-    }
-}
-
 /// What was made, so it can be unmade in reverse order whatever happens.
 enum Undo {
     Volume(String),
@@ -89,6 +86,8 @@ enum Undo {
 /// One pod's use of a volume: where kubelet published it and what the pod does with it.
 #[derive(Clone)]
 struct PodUse {
+    /// The pod: its workload and its index among the workload's pods.
+    pod: (usize, usize),
     target: PathBuf,
     read_only: bool,
     /// The container path shown in messages (a mountPath or devicePath), if any container uses it.
@@ -113,8 +112,13 @@ struct Demo {
     started: Instant,
     plan: Plan,
     volumes: Vec<Option<VolumeState>>,
-    snapshots: Vec<Option<String>>,
+    /// Each VolumeSnapshot's snapshot id once taken (or bound), and whether it holds the page.
+    snapshots: Vec<Option<(String, bool)>>,
     nodes: Vec<NodeFacts>,
+    /// The driver's data directory: the demo makes pre-provisioned volumes and snapshots there.
+    data_dir: PathBuf,
+    /// Volumes kept (reclaim policy Retain) that hold the page, for a claim that binds them again.
+    pages: std::collections::BTreeSet<String>,
     /// Whether the controller / node has SINGLE_NODE_MULTI_WRITER, which changes the access mode
     /// the sidecars (controller) and kubelet (node) send.
     controller_snmw: bool,
@@ -184,12 +188,14 @@ impl Demo {
     /// The external-provisioner: CreateVolume for a claim, on `selected` for WaitForFirstConsumer.
     async fn provision(&mut self, i: usize, selected: Option<&NodeFacts>) -> Result<()> {
         let claim = self.plan.claims[i].clone();
-        let class = &self.plan.classes[&claim.class];
-        let (requisite, preferred) = manifest::topology_requirement(class, &self.nodes, selected, &claim.name);
+        if claim.static_pv.is_some() {
+            return self.bind_static(i);
+        }
+        let (requisite, preferred) = manifest::topology_requirement(&claim.allowed, &self.nodes, selected, &claim.name);
         let source = match claim.source {
             None => None,
             Some(ClaimSource::Snapshot(s)) => {
-                let id = self.snapshots[s].clone().ok_or_else(|| {
+                let (id, _) = self.snapshots[s].clone().ok_or_else(|| {
                     Error::Internal(format!("snapshot {} was not taken", self.plan.snapshots[s].name))
                 })?;
                 Some(volume_content_source::Type::Snapshot(
@@ -258,9 +264,7 @@ impl Demo {
         };
         let has_page = match claim.source {
             None => false,
-            Some(ClaimSource::Snapshot(s)) => self.volumes[self.plan.snapshots[s].claim]
-                .as_ref()
-                .is_some_and(|v| v.has_page),
+            Some(ClaimSource::Snapshot(s)) => self.snapshots[s].as_ref().is_some_and(|(_, page)| *page),
             Some(ClaimSource::Claim(c)) => self.volumes[c].as_ref().is_some_and(|v| v.has_page),
         };
         self.volumes[i] = Some(VolumeState {
@@ -337,7 +341,13 @@ impl Demo {
     }
 
     /// kubelet's NodePublishVolume for one pod.
-    async fn publish(&mut self, i: usize, read_only: bool, shown_at: Option<String>) -> Result<PathBuf> {
+    async fn publish(
+        &mut self,
+        i: usize,
+        pod: (usize, usize),
+        read_only: bool,
+        shown_at: Option<String>,
+    ) -> Result<PathBuf> {
         let claim = self.plan.claims[i].clone();
         let Some(state) = &self.volumes[i] else {
             return Err(Error::Internal(format!("claim {} has no volume", claim.name)));
@@ -362,6 +372,7 @@ impl Demo {
         self.made.push(Undo::Publish(id.clone(), target.display().to_string()));
         if let Some(s) = self.volumes[i].as_mut() {
             s.pods.push(PodUse {
+                pod,
                 target: target.clone(),
                 read_only,
                 shown_at,
@@ -432,16 +443,16 @@ impl Demo {
 
     /// One pod of a workload: scheduled on the node, its claims provisioned (WaitForFirstConsumer),
     /// attached, staged and published, and used.
-    async fn start_pod(&mut self, w: usize) -> Result<()> {
-        let workload = self.plan.workloads[w].clone();
-        let node = self.nodes.first().cloned().unwrap_or_else(demo_node);
-        for v in &workload.volumes {
+    async fn start_pod(&mut self, w: usize, r: usize) -> Result<()> {
+        let pod = self.plan.workloads[w].pods[r].clone();
+        let node = self.nodes.first().cloned().unwrap_or_else(|| self.plan.node.clone());
+        for v in &pod.volumes {
             if self.volumes[v.claim].is_none() {
                 self.provision(v.claim, Some(&node)).await?;
             }
             self.attach_and_stage(v.claim).await?;
             let shown_at = v.mount_paths.first().or(v.device_paths.first()).cloned();
-            let target = self.publish(v.claim, v.read_only, shown_at.clone()).await?;
+            let target = self.publish(v.claim, (w, r), v.read_only, shown_at.clone()).await?;
             self.use_volume(v.claim, &target, v.read_only, shown_at.as_deref())
                 .await?;
         }
@@ -523,7 +534,7 @@ impl Demo {
                 self.attach_and_stage(i).await?;
                 let mut first_target = None;
                 for p in pods {
-                    let t = self.publish(i, p.read_only, p.shown_at).await?;
+                    let t = self.publish(i, p.pod, p.read_only, p.shown_at).await?;
                     first_target.get_or_insert(t);
                 }
                 let target = first_target.unwrap_or(pod.target);
@@ -573,8 +584,11 @@ impl Demo {
     /// The external-snapshotter's CreateSnapshot, waiting for it to be ready as it does.
     async fn snapshot(&mut self, s: usize) -> Result<()> {
         let snap = self.plan.snapshots[s].clone();
-        let source = match &self.volumes[snap.claim] {
-            Some(v) => v.volume.volume_id.clone(),
+        let Some(claim) = snap.claim else {
+            return self.bind_snapshot(s);
+        };
+        let (source, has_page) = match &self.volumes[claim] {
+            Some(v) => (v.volume.volume_id.clone(), v.has_page),
             None => {
                 return Err(Error::Internal(format!(
                     "the source of snapshot {} has no volume",
@@ -624,7 +638,7 @@ impl Demo {
                 taken.snapshot_id
             )));
         }
-        self.snapshots[s] = Some(taken.snapshot_id);
+        self.snapshots[s] = Some((taken.snapshot_id, has_page));
         Ok(())
     }
 
@@ -675,74 +689,6 @@ impl Demo {
                 info.node_id, info.max_volumes_per_node
             ),
         );
-        Ok(())
-    }
-
-    async fn run(&mut self) -> Result<()> {
-        for l in self.plan.listed.clone() {
-            self.step(&l.label, "", &l.facts);
-        }
-        self.discover().await?;
-        let early = |plan: &Plan, c: &Claim| c.source.is_none() && c.immediate && plan.classes.contains_key(&c.class);
-        // Immediate claims are provisioned as soon as they exist.
-        for i in 0..self.plan.claims.len() {
-            if early(&self.plan, &self.plan.claims[i]) {
-                self.provision(i, None).await?;
-            }
-        }
-        // Pods whose claims need no snapshot: scheduled, and their volumes brought up.
-        for w in 0..self.plan.workloads.len() {
-            if !self.plan.is_late(&self.plan.workloads[w]) {
-                for _ in 0..self.plan.workloads[w].replicas {
-                    self.start_pod(w).await?;
-                }
-            }
-        }
-        for u in self.plan.updates.clone() {
-            match u {
-                Update::Resize {
-                    claim,
-                    required_bytes,
-                    size_text,
-                    ..
-                } => self.resize(claim, required_bytes, &size_text).await?,
-                Update::Modify {
-                    claim,
-                    class,
-                    parameters,
-                } => self.modify(claim, &class, &parameters).await?,
-            }
-        }
-        for s in 0..self.plan.snapshots.len() {
-            self.snapshot(s).await?;
-        }
-        // Claims made from a snapshot or a claim, and the pods that use them.
-        for i in 0..self.plan.claims.len() {
-            let c = &self.plan.claims[i];
-            if c.source.is_some() && c.immediate {
-                self.provision(i, None).await?;
-            }
-        }
-        for w in 0..self.plan.workloads.len() {
-            if self.plan.is_late(&self.plan.workloads[w]) {
-                for _ in 0..self.plan.workloads[w].replicas {
-                    self.start_pod(w).await?;
-                }
-            }
-        }
-        for i in 0..self.plan.claims.len() {
-            if self.volumes[i].is_none() {
-                let c = &self.plan.claims[i];
-                self.step(
-                    "PersistentVolumeClaim",
-                    "Pending",
-                    &format!(
-                        "{}: WaitForFirstConsumer and no pod uses it; nothing provisioned",
-                        c.key()
-                    ),
-                );
-            }
-        }
         Ok(())
     }
 
@@ -920,22 +866,18 @@ fn precondition() -> Option<String> {
     None
 }
 
-fn start_driver(dir: &Path) -> Result<Child> {
+/// `ebs-csi serve --mode all` on the local backend, as the plan's node, in the plan's region.
+fn start_driver(dir: &Path, plan: &Plan) -> Result<Child> {
     let exe = std::env::current_exe().map_err(|e| Error::internal("cannot find this binary", e))?;
     let log = std::fs::File::create(dir.join("driver.log"))
         .map_err(|e| Error::internal("cannot create the driver log", e))?;
+    let zone = plan.node.topology.get(WELL_KNOWN_ZONE_KEY).cloned().unwrap_or_default();
     Command::new(exe)
-        .args([
-            "serve",
-            "--mode",
-            "all",
-            "--backend",
-            "local",
-            "--node-id",
-            NODE,
-            "--zone",
-            ZONE,
-        ])
+        .args(["serve", "--mode", "all", "--backend", "local", "--node-id", NODE])
+        .arg("--zone")
+        .arg(zone)
+        .arg("--zones")
+        .arg(plan.zones.join(","))
         .arg("--endpoint")
         .arg(format!("unix://{}", dir.join("csi.sock").display()))
         .arg("--data-dir")
@@ -973,25 +915,17 @@ fn stop_driver(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// The YAML to play: the files and directories given, else the seed's built-in copy.
-fn sources(files: &[PathBuf]) -> std::result::Result<Vec<SourceFile>, manifest::ManifestError> {
-    if files.is_empty() {
-        return Ok(SEED
-            .iter()
-            .map(|(name, text)| SourceFile {
-                name: format!("{name} (built in)"),
-                text: (*text).to_owned(),
-            })
-            .collect());
-    }
-    manifest::read_sources(files)
-}
-
 /// Runs the demo; the exit code says whether every step worked (1: the YAML cannot be played or
 /// a step failed; 2: cannot run here).
-pub async fn run(keep: bool, files: &[PathBuf]) -> i32 {
+pub async fn run(options: Options) -> i32 {
+    let keep = options.keep;
+    let node = manifest::DemoNode {
+        name: NODE.into(),
+        zones: options.zones.clone(),
+        zone: options.node_zone.clone(),
+    };
     // The YAML is checked before anything is made, and without needing root.
-    let plan = match sources(files).and_then(|s| manifest::plan(&s, &demo_node())) {
+    let plan = match groups::groups(&options.steps).and_then(|g| manifest::plan(&g, &node)) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("ebs-csi demo: {e}");
@@ -1007,7 +941,7 @@ pub async fn run(keep: bool, files: &[PathBuf]) -> i32 {
         eprintln!("cannot create {}: {e}", dir.display());
         return 1;
     }
-    let mut child = match start_driver(&dir) {
+    let mut child = match start_driver(&dir, &plan) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
@@ -1022,6 +956,7 @@ pub async fn run(keep: bool, files: &[PathBuf]) -> i32 {
         Ok(channel) => {
             let claims = plan.claims.len();
             let snapshots = plan.snapshots.len();
+            let node = plan.node.clone();
             let mut demo = Demo {
                 controller: ControllerClient::new(channel.clone()),
                 node: NodeClient::new(channel),
@@ -1031,19 +966,13 @@ pub async fn run(keep: bool, files: &[PathBuf]) -> i32 {
                 plan,
                 volumes: (0..claims).map(|_| None).collect(),
                 snapshots: vec![None; snapshots],
-                nodes: vec![demo_node()],
+                nodes: vec![node],
+                data_dir: dir.join("data"),
+                pages: Default::default(),
                 controller_snmw: false,
                 node_snmw: false,
             };
-            let what = if files.is_empty() {
-                "the seed's life cycle".to_owned()
-            } else {
-                files
-                    .iter()
-                    .map(|f| f.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
+            let what = groups::describe(&options.steps);
             println!("ebs-csi demo: {what} on the local backend (data in {})", dir.display());
             let outcome = tokio::select! {
                 r = demo.run() => r,
@@ -1089,7 +1018,7 @@ mod tests {
 
     #[test]
     fn the_built_in_seed_plays_the_seed_and_its_day_two() {
-        let plan = manifest::plan(&sources(&[]).unwrap(), &demo_node()).unwrap();
+        let plan = manifest::plan(&groups::groups(&[]).unwrap(), &manifest::DemoNode::named(NODE)).unwrap();
         let claim = &plan.claims[0];
         assert_eq!(claim.key(), "dev-ns/ebs-claim");
         assert_eq!(claim.size_gib, 10);
@@ -1098,7 +1027,16 @@ mod tests {
         assert_eq!(claim.parameters["csi.storage.k8s.io/pvc/namespace"], "dev-ns");
         assert_eq!(claim.parameters["csi.storage.k8s.io/pv/name"], claim.pv_name());
         assert_eq!(claim.fs_type, "ext4");
-        assert!(matches!(plan.updates[..], [Update::Resize { size_gib: 20, .. }]));
+        assert!(matches!(
+            plan.phases[0].updates[..],
+            [manifest::Update::Resize { size_gib: 20, .. }]
+        ));
+        assert_eq!(
+            plan.zones,
+            ["local-1a", "local-1b", "local-1c"],
+            "no zone named: the default region"
+        );
+        assert_eq!(plan.node.topology[WELL_KNOWN_ZONE_KEY], "local-1a");
         assert_eq!(plan.snapshots.len(), 1);
         assert_eq!(plan.claims[1].source, Some(ClaimSource::Snapshot(0)));
     }

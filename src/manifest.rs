@@ -3,10 +3,30 @@
 //! checked [`Plan`]. Everything the demo cannot honour is refused here, naming the file, the
 //! object and the field, so that a bad file fails before any volume exists.
 //!
-//! Documents are read in file-name order (as `kubectl apply -f DIR` does); a later document for
-//! an object already seen is an update: a PersistentVolumeClaim may grow its
+//! The command line's `-f` and `--delete` runs are [`Group`]s, played in order as a user's
+//! `kubectl apply -f` and `kubectl delete -f`; each becomes a [`Phase`] of the plan. Within an
+//! apply, documents are read in file-name order (as `kubectl apply -f DIR` does); a later document
+//! for an object already there is an update: a PersistentVolumeClaim may grow its
 //! `spec.resources.requests.storage` (a resize) or change `spec.volumeAttributesClassName` (a
-//! modify), a StorageClass may change `allowVolumeExpansion`, as Kubernetes allows.
+//! modify), a StorageClass may change `allowVolumeExpansion`, as Kubernetes allows. Anything else
+//! applied again under a name in use is refused; once deleted, a name makes a new object.
+//!
+//! Beside this file: `workloads` (pods and their volumes), `updates` (resizes and modifies),
+//! `sequence` (deletes), `ephemeral` (generic ephemeral volumes), `static_pv` and
+//! `snapshot_import` (PersistentVolumes and VolumeSnapshotContents made outside the cluster) and
+//! `zones` (the zones the objects name, and where the demo's node goes).
+
+mod ephemeral;
+mod sequence;
+mod snapshot_import;
+mod static_pv;
+mod updates;
+mod workloads;
+mod zones;
+
+pub use snapshot_import::SnapshotContent;
+pub use static_pv::PersistentVolume;
+pub use zones::DemoNode;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -268,6 +288,8 @@ struct PodSpec {
     containers: Vec<Container>,
     init_containers: Vec<Container>,
     volumes: Vec<PodVolumeDoc>,
+    node_selector: BTreeMap<String, String>,
+    affinity: Option<zones::AffinityDoc>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -297,7 +319,7 @@ struct VolumeDeviceDoc {
 struct PodVolumeDoc {
     name: String,
     persistent_volume_claim: Option<ClaimSourceDoc>,
-    ephemeral: Option<Value>,
+    ephemeral: Option<ephemeral::EphemeralDoc>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -376,6 +398,8 @@ pub struct StorageClass {
     pub mount_options: Vec<String>,
     /// `allowedTopologies`, flattened into terms (every key of a term must match).
     pub allowed: Vec<BTreeMap<String, String>>,
+    /// `reclaimPolicy: Retain`: a deleted claim's volume stays.
+    pub retain: bool,
 }
 
 /// Where a claim's content comes from.
@@ -387,8 +411,10 @@ pub enum ClaimSource {
     Claim(usize),
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Claim {
+    /// The group (phase) that applied it.
+    pub phase: usize,
     pub namespace: String,
     pub name: String,
     /// The PVC's uid; the PV is `pvc-<uid>`, as the provisioner names it.
@@ -413,13 +439,29 @@ pub struct Claim {
     pub attributes_class: Option<String>,
     pub source: Option<ClaimSource>,
     pub volume_type: VolumeType,
-    /// How many pods use it.
+    /// How many pods use it (pods deleted since are not counted).
     pub pods: u32,
+    /// Made from a snapshot or a claim of its own apply: provisioned after that apply's snapshots.
+    pub late: bool,
+    /// The StorageClass's allowedTopologies, as the provisioner reads them.
+    pub allowed: Vec<Term>,
+    /// The reclaim policy is Retain: deleting the claim keeps the volume.
+    pub retain: bool,
+    /// The PersistentVolume it binds to instead of being provisioned (an index into
+    /// [`Plan::volumes`]), and that PersistentVolume's name.
+    pub static_pv: Option<usize>,
+    pub volume_name: Option<String>,
+    /// For a generic ephemeral volume's claim: the pod it belongs to, `Pod namespace/name`.
+    pub owner: Option<String>,
 }
 
 impl Claim {
+    /// The PersistentVolume's name: the provisioner's `pvc-<uid>`, or the pre-provisioned one's.
     pub fn pv_name(&self) -> String {
-        format!("pvc-{}", self.uid)
+        match &self.volume_name {
+            Some(n) => n.clone(),
+            None => format!("pvc-{}", self.uid),
+        }
     }
 
     /// `namespace/name`.
@@ -459,24 +501,45 @@ pub struct PodVolume {
     pub device_paths: Vec<String>,
 }
 
-/// A Deployment or a Pod: `replicas` pods with the same volumes.
+/// One pod: its name and its volumes (a generic ephemeral volume's claim is the pod's own).
+#[derive(Clone, Debug)]
+pub struct Pod {
+    pub name: String,
+    pub volumes: Vec<PodVolume>,
+}
+
+/// A Deployment or a Pod: its pods.
 #[derive(Clone, Debug)]
 pub struct Workload {
+    pub phase: usize,
     pub kind: String,
     pub namespace: String,
     pub name: String,
-    pub replicas: u32,
-    pub volumes: Vec<PodVolume>,
+    pub pods: Vec<Pod>,
+}
+
+impl Workload {
+    /// `Kind namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{} {}/{}", self.kind, self.namespace, self.name)
+    }
 }
 
 #[derive(Clone, Debug)]
 pub struct Snapshot {
+    pub phase: usize,
     pub namespace: String,
     pub name: String,
     pub uid: String,
     pub class: String,
-    /// An index into [`Plan::claims`].
-    pub claim: usize,
+    /// The claim it is taken of (an index into [`Plan::claims`]), or None for a snapshot bound
+    /// to a pre-provisioned VolumeSnapshotContent.
+    pub claim: Option<usize>,
+    /// The pre-provisioned VolumeSnapshotContent it is bound to (an index into
+    /// [`Plan::contents`]).
+    pub content: Option<usize>,
+    /// The deletion policy is Retain: deleting the VolumeSnapshot keeps the snapshot.
+    pub retain: bool,
     /// CreateSnapshot's `parameters`: the class's plus the snapshotter's extra metadata.
     pub parameters: HashMap<String, String>,
     /// The source volume's size when the snapshot is taken.
@@ -499,22 +562,59 @@ pub enum Update {
     },
 }
 
+/// What a `--delete` does that the demo plays, in the order it plays it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deletion {
+    /// A Deployment's or Pod's pods go (an index into [`Plan::workloads`]).
+    Pods(usize),
+    /// A claim goes; its volume is deleted or, with reclaim policy Retain, kept.
+    Claim(usize),
+    /// A VolumeSnapshot goes; its snapshot is deleted or, with deletion policy Retain, kept.
+    Snapshot(usize),
+    /// An unbound VolumeSnapshotContent with deletion policy Delete goes, and its snapshot.
+    Content(usize),
+}
+
+/// One `-f` run (an apply) or `--delete` run of the command line.
+#[derive(Clone, Debug, Default)]
+pub struct Phase {
+    pub delete: bool,
+    /// The files and directories given, as typed.
+    pub given: Vec<String>,
+    pub listed: Vec<Listed>,
+    /// An apply's changes to objects already there, played after its pods start.
+    pub updates: Vec<Update>,
+    pub deletions: Vec<Deletion>,
+}
+
 /// Everything read, checked, in the order the demo plays it.
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
-    pub listed: Vec<Listed>,
+    pub phases: Vec<Phase>,
     pub classes: BTreeMap<String, StorageClass>,
     pub claims: Vec<Claim>,
     pub workloads: Vec<Workload>,
     pub snapshots: Vec<Snapshot>,
-    pub updates: Vec<Update>,
+    /// Pre-provisioned PersistentVolumes.
+    pub volumes: Vec<PersistentVolume>,
+    /// Pre-provisioned VolumeSnapshotContents.
+    pub contents: Vec<SnapshotContent>,
+    /// The local region's zones, and the demo's node (in one of them).
+    pub zones: Vec<String>,
+    pub node: NodeFacts,
+    /// Why the region has these zones and the node its zone, when the YAML or the command line
+    /// chose them.
+    pub zones_note: Option<String>,
 }
 
 impl Plan {
-    /// Whether a workload uses a claim that is made from a snapshot or another claim: those
-    /// pods start after the snapshots are taken.
+    /// Whether a workload uses a claim made from a snapshot or a claim of the workload's own
+    /// apply: those pods start after the apply's snapshots are taken.
     pub fn is_late(&self, w: &Workload) -> bool {
-        w.volumes.iter().any(|v| self.claims[v.claim].source.is_some())
+        w.pods.iter().flat_map(|p| &p.volumes).any(|v| {
+            let c = &self.claims[v.claim];
+            c.late && c.phase == w.phase
+        })
     }
 }
 
@@ -657,19 +757,19 @@ fn fnv1a(text: &str) -> u32 {
 pub type Term = BTreeMap<String, String>;
 
 /// The external-provisioner's topology requirement. `requisite`: the StorageClass's
-/// allowedTopologies, else the topology of every registered node, sorted and without repeats.
-/// `preferred`: the requisite terms rotated to start at the selected node's term
+/// allowedTopologies (`allowed`), else the topology of every registered node, sorted and without
+/// repeats. `preferred`: the requisite terms rotated to start at the selected node's term
 /// (WaitForFirstConsumer), or by a hash of the PVC name (Immediate, to spread volumes).
 pub fn topology_requirement(
-    class: &StorageClass,
+    allowed: &[Term],
     nodes: &[NodeFacts],
     selected: Option<&NodeFacts>,
     pvc_name: &str,
 ) -> (Vec<Term>, Vec<Term>) {
-    let mut requisite: Vec<BTreeMap<String, String>> = if class.allowed.is_empty() {
+    let mut requisite: Vec<BTreeMap<String, String>> = if allowed.is_empty() {
         nodes.iter().map(|n| n.topology.clone()).collect()
     } else {
-        class.allowed.clone()
+        allowed.to_vec()
     };
     requisite.sort();
     requisite.dedup();
@@ -801,16 +901,36 @@ fn namespaced(doc: &Doc) -> String {
 
 /// Builds the plan: every object read, checked against each other and against what the driver
 /// accepts, the way the sidecars would send it.
-pub fn plan(files: &[SourceFile], node: &NodeFacts) -> Result<Plan> {
-    let docs = documents(files)?;
-    let mut b = Builder {
-        node: node.clone(),
-        ..Default::default()
-    };
-    for (doc, value) in docs {
-        b.add(doc, value)?;
+/// One `-f` (apply) or `--delete` run of the command line: its files, read.
+#[derive(Clone, Debug, Default)]
+pub struct Group {
+    pub delete: bool,
+    /// The files and directories given, as typed.
+    pub given: Vec<String>,
+    pub files: Vec<SourceFile>,
+}
+
+/// Builds the plan: the groups in order, every object read and checked against each other and
+/// against what the driver accepts, the way the sidecars would send it; then the zones the
+/// objects name decide the demo's region and where its node is.
+pub fn plan(groups: &[Group], node: &DemoNode) -> Result<Plan> {
+    let mut b = Builder::default();
+    for (k, group) in groups.iter().enumerate() {
+        b.phase = k;
+        let docs = documents(&group.files)?;
+        if group.delete {
+            b.delete(docs)?;
+        } else {
+            let start = b.plan.claims.len();
+            for (doc, value) in docs {
+                b.add(doc, value)?;
+            }
+            b.finish(start)?;
+        }
+        b.close_phase(group);
     }
-    b.finish()
+    b.place(node)?;
+    Ok(b.plan)
 }
 
 /// A Deployment's or Pod's pod spec, kept until every claim is known.
@@ -824,52 +944,94 @@ struct WorkloadDoc {
     pod: PodSpec,
     /// Where the pod spec is in the object, for field paths.
     base: &'static str,
+    /// Its pods' names, and per generic ephemeral volume (by index in `pod.volumes`) each pod's
+    /// claim; filled in by `ephemeral_claims`.
+    pod_names: Vec<String>,
+    ephemeral: BTreeMap<usize, Vec<usize>>,
 }
 
 #[derive(Default)]
 struct Builder {
-    node: NodeFacts,
+    /// The group being read.
+    phase: usize,
     plan: Plan,
     namespaces: BTreeSet<String>,
-    /// Every object seen, by `Kind namespace/name`, to catch duplicates of kinds that cannot be
-    /// updated here.
-    seen: BTreeSet<String>,
+    /// Every object there, by `Kind namespace/name`, with the group that applied it and its
+    /// document: a later document for it is an update, or, for kinds that cannot be updated here,
+    /// unchanged (the same document) or refused.
+    seen: BTreeMap<String, (usize, Value)>,
     class_origin: BTreeMap<String, (Origin, StorageClassDoc)>,
+    /// Per claim: its document, and where its spec is in that document (`` for a claim, the
+    /// volume's `…ephemeral.volumeClaimTemplate.` for an ephemeral one).
     claim_docs: Vec<(Origin, PvcSpec)>,
+    claim_fields: Vec<String>,
     claim_updates: Vec<(Origin, usize, PvcSpec)>,
     workload_docs: Vec<WorkloadDoc>,
     snapshot_classes: BTreeMap<String, (Origin, SnapshotClassDoc)>,
     snapshot_docs: Vec<(Origin, String, String, SnapshotSpec)>,
     attribute_classes: BTreeMap<String, (Origin, AttributesClassDoc)>,
+    /// The group's listing, updates and deletions, until it closes into a phase.
+    listed: Vec<Listed>,
+    updates: Vec<Update>,
+    deletions: Vec<Deletion>,
     /// Updates of storage classes, listed with the claims' updates.
     late_listed: Vec<Listed>,
+    /// Each claim's size, volume type and performance, and VolumeAttributesClass, as they stand
+    /// after the updates read so far.
+    sizes: Vec<(i64, u64)>,
+    perfs: Vec<(VolumeType, Option<Performance>)>,
+    vacs: Vec<Option<String>>,
+    /// What the `--delete` runs have removed, and claims deleted while pods use them.
+    gone: sequence::Gone,
+    /// Pods' own scheduling rules (nodeSelector, node affinity), for the zones.
+    pod_rules: Vec<zones::Rule>,
+    /// Per PersistentVolume: its document and its node affinity.
+    pv_origins: Vec<Origin>,
+    pv_affinity: Vec<Option<zones::NodeSelector>>,
+    /// Per provisioned claim: its StorageClass's document, for zone refusals.
+    class_of: BTreeMap<usize, Origin>,
+}
+
+/// `Kind namespace/name` (`Kind name` for cluster-scoped kinds), as messages name objects.
+fn object_key(doc: &Doc) -> String {
+    let cluster_scoped = matches!(
+        doc.kind.as_str(),
+        "Namespace"
+            | "StorageClass"
+            | "VolumeSnapshotClass"
+            | "VolumeAttributesClass"
+            | "PersistentVolume"
+            | "VolumeSnapshotContent"
+    );
+    if cluster_scoped {
+        format!("{} {}", doc.kind, doc.name)
+    } else {
+        format!("{} {}/{}", doc.kind, namespaced(doc), doc.name)
+    }
+}
+
+/// The API versions served for the kinds the demo plays; None for other kinds.
+fn served_versions(kind: &str) -> Option<&'static [&'static str]> {
+    match kind {
+        "Namespace" | "PersistentVolumeClaim" | "Pod" | "PersistentVolume" => Some(&["v1"]),
+        "StorageClass" => Some(&["storage.k8s.io/v1"]),
+        "VolumeAttributesClass" => Some(&["storage.k8s.io/v1beta1", "storage.k8s.io/v1"]),
+        "Deployment" => Some(&["apps/v1"]),
+        "VolumeSnapshot" | "VolumeSnapshotClass" | "VolumeSnapshotContent" => Some(&["snapshot.storage.k8s.io/v1"]),
+        _ => None,
+    }
 }
 
 impl Builder {
     fn add(&mut self, doc: Doc, value: Value) -> Result<()> {
-        let cluster_scoped = matches!(
-            doc.kind.as_str(),
-            "Namespace" | "StorageClass" | "VolumeSnapshotClass" | "VolumeAttributesClass"
-        );
-        let object = if cluster_scoped {
-            format!("{} {}", doc.kind, doc.name)
-        } else {
-            format!("{} {}/{}", doc.kind, namespaced(&doc), doc.name)
-        };
+        let object = object_key(&doc);
         let origin = Origin {
             file: doc.file.clone(),
             object: object.clone(),
         };
-        let wanted: Option<&[&str]> = match doc.kind.as_str() {
-            "Namespace" | "PersistentVolumeClaim" | "Pod" => Some(&["v1"]),
-            "StorageClass" => Some(&["storage.k8s.io/v1"]),
-            "VolumeAttributesClass" => Some(&["storage.k8s.io/v1beta1", "storage.k8s.io/v1"]),
-            "Deployment" => Some(&["apps/v1"]),
-            "VolumeSnapshot" | "VolumeSnapshotClass" => Some(&["snapshot.storage.k8s.io/v1"]),
-            _ => None,
-        };
+        let wanted = served_versions(&doc.kind);
         let Some(versions) = wanted else {
-            self.plan.listed.push(Listed {
+            self.listed.push(Listed {
                 label: doc.kind.clone(),
                 facts: format!("{}: not played by the demo; skipped", doc.name),
             });
@@ -887,16 +1049,36 @@ impl Builder {
             ));
         }
         let updatable = matches!(doc.kind.as_str(), "StorageClass" | "PersistentVolumeClaim");
-        if !self.seen.insert(object.clone()) && !updatable {
+        if let Some((first, old)) = self.seen.get(&object)
+            && !updatable
+        {
+            if *old == value {
+                let name = object.split_once(' ').map_or(object.as_str(), |(_, n)| n);
+                self.listed.push(Listed {
+                    label: doc.kind.clone(),
+                    facts: format!("{name}: unchanged"),
+                });
+                return Ok(());
+            }
+            let first = *first;
             return Err(origin.error(
                 "metadata.name",
-                "is defined twice; only claims and storage classes can be updated by a later document",
+                if first == self.phase {
+                    "is defined twice; only claims and storage classes can be updated by a later document \
+                     (to replace it, --delete it between two -f)"
+                } else {
+                    "already exists (an earlier -f applied it) and only claims and storage classes can be updated; \
+                     --delete it first to apply it anew"
+                },
             ));
         }
+        self.seen
+            .entry(object.clone())
+            .or_insert_with(|| (self.phase, value.clone()));
         match doc.kind.as_str() {
             "Namespace" => {
                 self.namespaces.insert(doc.name.clone());
-                self.plan.listed.push(Listed {
+                self.listed.push(Listed {
                     label: "Namespace".into(),
                     facts: doc.name,
                 });
@@ -925,6 +1107,8 @@ impl Builder {
                     replicas: Some(spec.replicas.unwrap_or(1)),
                     pod,
                     base: "spec.template.spec",
+                    pod_names: Vec::new(),
+                    ephemeral: BTreeMap::new(),
                 });
             }
             "Pod" => {
@@ -938,6 +1122,8 @@ impl Builder {
                     replicas: None,
                     pod,
                     base: "spec",
+                    pod_names: Vec::new(),
+                    ephemeral: BTreeMap::new(),
                 });
             }
             "VolumeSnapshotClass" => {
@@ -953,6 +1139,8 @@ impl Builder {
                 let d: AttributesClassDoc = typed(&origin, value)?;
                 self.attribute_classes.insert(doc.name, (origin, d));
             }
+            "PersistentVolume" => self.persistent_volume(origin, doc.name, value)?,
+            "VolumeSnapshotContent" => self.snapshot_content(origin, doc.name, value)?,
             _ => unreachable!("kinds are filtered above"),
         }
         Ok(())
@@ -975,9 +1163,14 @@ impl Builder {
                 ));
             }
             let expand = d.allow_volume_expansion.unwrap_or(false);
+            let facts = if first.allow_volume_expansion.unwrap_or(false) == expand {
+                "unchanged".to_owned()
+            } else {
+                format!("update: allowVolumeExpansion {expand}")
+            };
             self.late_listed.push(Listed {
                 label: format!("StorageClass {name}"),
-                facts: format!("update: allowVolumeExpansion {expand}"),
+                facts,
             });
             if let Some(c) = self.plan.classes.get_mut(&name) {
                 c.allow_expansion = expand;
@@ -1078,7 +1271,14 @@ impl Builder {
         if d.allow_volume_expansion == Some(true) {
             facts.push_str(", expandable");
         }
-        self.plan.listed.push(Listed {
+        if !allowed.is_empty() {
+            let zones: BTreeSet<&String> = allowed.iter().flat_map(|t| t.values()).collect();
+            facts.push_str(&format!(
+                ", allowedTopologies {}",
+                zones.into_iter().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        self.listed.push(Listed {
             label: format!("StorageClass {name}"),
             facts,
         });
@@ -1092,6 +1292,7 @@ impl Builder {
                 fs_type,
                 mount_options: d.mount_options.clone(),
                 allowed,
+                retain: d.reclaim_policy.as_deref() == Some("Retain"),
             },
         );
         self.class_origin.insert(name, (origin, d));
@@ -1099,39 +1300,52 @@ impl Builder {
     }
 
     fn claim(&mut self, origin: Origin, namespace: String, name: String, spec: PvcSpec) -> Result<()> {
-        if let Some(i) = self
-            .plan
-            .claims
-            .iter()
-            .position(|c| c.namespace == namespace && c.name == name)
-        {
+        if let Some(i) = self.claim_index(&namespace, &name) {
+            if let Some(owner) = &self.plan.claims[i].owner {
+                return Err(origin.error(
+                    "metadata.name",
+                    format!("is the claim of {owner}'s generic ephemeral volume; Kubernetes would not start the pod"),
+                ));
+            }
+            if self.gone.terminating.contains(&i) && self.claim_docs[i].1 != spec {
+                return Err(origin.error(
+                    "metadata.name",
+                    "is being deleted (Terminating until the pods using it are deleted); it cannot be changed",
+                ));
+            }
             self.claim_updates.push((origin, i, spec));
             return Ok(());
         }
+        self.new_claim(origin, String::new(), namespace, name, spec, None);
+        Ok(())
+    }
+
+    /// Records a claim to be checked by `finish_claims`; `field` is where its spec is in the
+    /// document, `owner` the pod of an ephemeral volume's claim.
+    fn new_claim(
+        &mut self,
+        origin: Origin,
+        field: String,
+        namespace: String,
+        name: String,
+        spec: PvcSpec,
+        owner: Option<String>,
+    ) -> usize {
         self.claim_docs.push((origin.clone(), spec.clone()));
+        self.claim_fields.push(field);
         // Filled in by finish(), once every class is known.
         self.plan.claims.push(Claim {
+            phase: self.phase,
             namespace,
             name,
             uid: uid(),
             file: origin.file.clone(),
-            class: String::new(),
             immediate: true,
-            required_bytes: 0,
-            size_text: String::new(),
-            size_gib: 0,
             access_modes: spec.access_modes.clone(),
-            block: false,
-            fs_type: String::new(),
-            mount_flags: Vec::new(),
-            parameters: HashMap::new(),
-            mutable_parameters: HashMap::new(),
-            attributes_class: None,
-            source: None,
-            volume_type: VolumeType::default(),
-            pods: 0,
+            owner,
+            ..Default::default()
         });
-        Ok(())
+        self.plan.claims.len() - 1
     }
 
     fn check_namespace(&self, origin: &Origin, namespace: &str) -> Result<()> {
@@ -1144,14 +1358,29 @@ impl Builder {
         ))
     }
 
-    fn finish(mut self) -> Result<Plan> {
-        self.finish_claims()?;
+    /// Checks what one apply added (its claims start at `start`), now that all of it is read.
+    fn finish(&mut self, start: usize) -> Result<()> {
+        self.ephemeral_claims()?;
+        self.finish_claims(start)?;
         self.finish_workloads()?;
         self.finish_snapshots()?;
-        self.finish_sources()?;
-        self.finish_updates()?;
+        self.finish_sources(start)?;
+        self.finish_updates(start)?;
         // Claims nobody binds: WaitForFirstConsumer without a pod stays Pending.
-        Ok(self.plan)
+        Ok(())
+    }
+
+    /// Ends a group: what it listed, updated and deleted becomes its phase.
+    fn close_phase(&mut self, group: &Group) {
+        let mut listed = std::mem::take(&mut self.listed);
+        listed.append(&mut self.late_listed);
+        self.plan.phases.push(Phase {
+            delete: group.delete,
+            given: group.given.clone(),
+            listed,
+            updates: std::mem::take(&mut self.updates),
+            deletions: std::mem::take(&mut self.deletions),
+        });
     }
 
     fn default_class(&self) -> Option<String> {
@@ -1166,57 +1395,71 @@ impl Builder {
             .map(|(n, _)| n.clone())
     }
 
-    fn finish_claims(&mut self) -> Result<()> {
+    /// Whether a claim's data source is an object an earlier apply made (then it is provisioned
+    /// with the other claims), not one of its own apply (then after that apply's snapshots).
+    fn source_is_earlier(&self, namespace: &str, spec: &PvcSpec) -> bool {
+        let Some(src) = spec.data_source_ref.as_ref().or(spec.data_source.as_ref()) else {
+            return true;
+        };
+        match src.kind.as_str() {
+            "VolumeSnapshot" => self
+                .live_snapshot(namespace, &src.name)
+                .is_some_and(|s| self.plan.snapshots[s].phase < self.phase),
+            _ => self
+                .claim_index(namespace, &src.name)
+                .is_some_and(|c| self.plan.claims[c].phase < self.phase),
+        }
+    }
+
+    fn finish_claims(&mut self, start: usize) -> Result<()> {
         let default_class = self.default_class();
         let docs = std::mem::take(&mut self.claim_docs);
-        for (i, (origin, spec)) in docs.iter().enumerate() {
+        for (i, (origin, spec)) in docs.iter().enumerate().skip(start) {
+            let prefix = self.claim_fields[i].clone();
+            let f = |name: &str| format!("{prefix}{name}");
             let namespace = self.plan.claims[i].namespace.clone();
             self.check_namespace(origin, &namespace)?;
+            if spec.volume_name.is_some() || spec.storage_class_name.as_deref() == Some("") {
+                self.bind_static(i, origin, &prefix, spec, default_class.as_deref())?;
+                continue;
+            }
             let class_name = match spec.storage_class_name.as_deref() {
-                Some("") => {
-                    return Err(origin.error(
-                        "spec.storageClassName",
-                        "is empty, which asks for a pre-provisioned PersistentVolume; the demo provisions dynamically: name a StorageClass",
-                    ));
-                }
                 Some(n) => n.to_owned(),
                 None => default_class.clone().ok_or_else(|| {
                     origin.error(
-                        "spec.storageClassName",
+                        &f("spec.storageClassName"),
                         "is not set and no StorageClass in these files is the default (storageclass.kubernetes.io/is-default-class: \"true\")",
                     )
                 })?,
             };
             let class = self.plan.classes.get(&class_name).cloned().ok_or_else(|| {
                 origin.error(
-                    "spec.storageClassName",
+                    &f("spec.storageClassName"),
                     format!("StorageClass {class_name:?} is not defined in these files"),
                 )
             })?;
-            if spec.volume_name.is_some() {
-                return Err(origin.error(
-                    "spec.volumeName",
-                    "binds to a pre-provisioned PersistentVolume; the demo provisions dynamically",
-                ));
-            }
             let block = match spec.volume_mode.as_deref() {
                 None | Some("Filesystem") => false,
                 Some("Block") => true,
                 Some(other) => {
-                    return Err(origin.error("spec.volumeMode", format!("{other:?} is not Filesystem or Block")));
+                    return Err(origin.error(&f("spec.volumeMode"), format!("{other:?} is not Filesystem or Block")));
                 }
             };
             let storage = spec
                 .resources
                 .requests
                 .get("storage")
-                .ok_or_else(|| origin.error("spec.resources.requests.storage", "is missing"))?;
+                .ok_or_else(|| origin.error(&f("spec.resources.requests.storage"), "is missing"))?;
             let (required_bytes, size_text) =
-                quantity_bytes(storage).map_err(|e| origin.error("spec.resources.requests.storage", e))?;
-            csi_access_mode(&spec.access_modes, true).map_err(|e| origin.error("spec.accessModes", e))?;
+                quantity_bytes(storage).map_err(|e| origin.error(&f("spec.resources.requests.storage"), e))?;
+            csi_access_mode(&spec.access_modes, true).map_err(|e| origin.error(&f("spec.accessModes"), e))?;
             let mut mutable = HashMap::new();
             if let Some(vac) = &spec.volume_attributes_class_name {
-                mutable = self.attributes_class(origin, "spec.volumeAttributesClassName", vac)?;
+                mutable = self.attributes_class(origin, &f("spec.volumeAttributesClassName"), vac)?;
+            }
+            let late = !self.source_is_earlier(&namespace, spec);
+            if let Some((class_origin, _)) = self.class_origin.get(&class_name) {
+                self.class_of.insert(i, class_origin.clone());
             }
             let claim = &mut self.plan.claims[i];
             claim.class = class_name.clone();
@@ -1224,12 +1467,15 @@ impl Builder {
             claim.required_bytes = required_bytes;
             claim.size_text = size_text;
             claim.block = block;
+            claim.late = late;
+            claim.allowed = class.allowed.clone();
+            claim.retain = class.retain;
             if !block {
                 claim.fs_type = class.fs_type.clone();
                 claim.mount_flags = class.mount_options.clone();
             }
             let cap = claim.capability(true);
-            let cap_check = check_capability(&cap).map_err(|e| origin.error("spec.accessModes", e.to_string()))?;
+            let cap_check = check_capability(&cap).map_err(|e| origin.error(&f("spec.accessModes"), e.to_string()))?;
             let pv = claim.pv_name();
             let mut parameters = class.parameters.clone();
             parameters.insert("csi.storage.k8s.io/pvc/name".into(), claim.name.clone());
@@ -1238,7 +1484,7 @@ impl Builder {
             claim.attributes_class.clone_from(&spec.volume_attributes_class_name);
             let p: CreateParams = params::parse_create_request(&parameters, &mutable).map_err(|e| {
                 origin.error(
-                    &format!("spec.storageClassName ({class_name}) parameters"),
+                    &f(&format!("spec.storageClassName ({class_name}) parameters")),
                     e.to_string(),
                 )
             })?;
@@ -1248,11 +1494,11 @@ impl Builder {
                     .parse()
                     .map_err(|e: crate::error::Error| origin.error("", e.to_string()))?;
                 p.validate_for_fs(fs)
-                    .map_err(|e| origin.error("spec.storageClassName", e.to_string()))?;
+                    .map_err(|e| origin.error(&f("spec.storageClassName"), e.to_string()))?;
             }
             if cap_check.multi_node && !matches!(p.volume_type, VolumeType::Io1 | VolumeType::Io2) {
                 return Err(origin.error(
-                    "spec.accessModes",
+                    &f("spec.accessModes"),
                     format!(
                         "{} needs a multi-attach volume, which only io1 and io2 can be; StorageClass {class_name} makes {}",
                         spec.access_modes.join(", "),
@@ -1261,9 +1507,9 @@ impl Builder {
                 ));
             }
             let gib = params::size_gib(required_bytes, 0, p.volume_type)
-                .map_err(|e| origin.error("spec.resources.requests.storage", e.to_string()))?;
+                .map_err(|e| origin.error(&f("spec.resources.requests.storage"), e.to_string()))?;
             p.performance(gib)
-                .map_err(|e| origin.error("spec.resources.requests.storage", e.to_string()))?;
+                .map_err(|e| origin.error(&f("spec.resources.requests.storage"), e.to_string()))?;
             claim.size_gib = gib;
             claim.volume_type = p.volume_type;
             claim.parameters = parameters;
@@ -1278,7 +1524,10 @@ impl Builder {
             if let Some(src) = spec.data_source_ref.as_ref().or(spec.data_source.as_ref()) {
                 facts.push_str(&format!(", from {} {}", src.kind, src.name));
             }
-            self.plan.listed.push(Listed {
+            if let Some(owner) = &claim.owner {
+                facts.push_str(&format!(", ephemeral: {owner}'s, deleted with it"));
+            }
+            self.listed.push(Listed {
                 label: "PersistentVolumeClaim".into(),
                 facts,
             });
@@ -1312,210 +1561,22 @@ impl Builder {
         Ok(parameters)
     }
 
+    /// The claim named so that is there now (not deleted).
     fn claim_index(&self, namespace: &str, name: &str) -> Option<usize> {
-        self.plan
-            .claims
-            .iter()
-            .position(|c| c.namespace == namespace && c.name == name)
-    }
-
-    fn finish_workloads(&mut self) -> Result<()> {
-        let docs = std::mem::take(&mut self.workload_docs);
-        for WorkloadDoc {
-            origin,
-            kind,
-            namespace,
-            name,
-            replicas,
-            pod,
-            base,
-        } in docs
-        {
-            self.check_namespace(&origin, &namespace)?;
-            let replicas = match replicas {
-                None => 1,
-                Some(r) if (0..=i64::from(MAX_PODS)).contains(&r) => r as u32,
-                Some(r) => {
-                    return Err(origin.error(
-                        "spec.replicas",
-                        format!("{r} pods: the demo plays 0 to {MAX_PODS} pods on its one node"),
-                    ));
-                }
-            };
-            let mut volumes = Vec::new();
-            for (i, v) in pod.volumes.iter().enumerate() {
-                if v.ephemeral.is_some() {
-                    return Err(origin.error(
-                        &format!("{base}.volumes[{i}].ephemeral"),
-                        "generic ephemeral volumes are not played by the demo; use a PersistentVolumeClaim",
-                    ));
-                }
-                let Some(src) = &v.persistent_volume_claim else {
-                    continue;
-                };
-                let field = format!("{base}.volumes[{i}].persistentVolumeClaim.claimName");
-                let claim = self.claim_index(&namespace, &src.claim_name).ok_or_else(|| {
-                    origin.error(
-                        &field,
-                        format!(
-                            "PersistentVolumeClaim {namespace}/{} is not defined in these files; the pod would never start",
-                            src.claim_name
-                        ),
-                    )
-                })?;
-                volumes.push(PodVolume {
-                    name: v.name.clone(),
-                    claim,
-                    read_only: src.read_only,
-                    mount_paths: Vec::new(),
-                    device_paths: Vec::new(),
-                });
-            }
-            let containers = pod
-                .init_containers
-                .iter()
-                .map(|c| (c, "initContainers"))
-                .chain(pod.containers.iter().map(|c| (c, "containers")));
-            let mut counters: HashMap<&str, usize> = HashMap::new();
-            for (c, list) in containers {
-                let ci = {
-                    let n = counters.entry(list).or_default();
-                    *n += 1;
-                    *n - 1
-                };
-                for (j, m) in c.volume_mounts.iter().enumerate() {
-                    let field = format!("{base}.{list}[{ci}].volumeMounts[{j}]");
-                    let known = pod.volumes.iter().any(|v| v.name == m.name);
-                    if !known {
-                        return Err(origin.error(
-                            &field,
-                            format!("names volume {:?}, which the pod does not have", m.name),
-                        ));
-                    }
-                    if let Some(v) = volumes.iter_mut().find(|v| v.name == m.name) {
-                        if self.plan.claims[v.claim].block {
-                            return Err(origin.error(
-                                &field,
-                                format!(
-                                    "claim {} is volumeMode Block; mount it with volumeDevices, not volumeMounts",
-                                    self.plan.claims[v.claim].name
-                                ),
-                            ));
-                        }
-                        v.mount_paths.push(m.mount_path.clone());
-                    }
-                }
-                for (j, d) in c.volume_devices.iter().enumerate() {
-                    let field = format!("{base}.{list}[{ci}].volumeDevices[{j}]");
-                    let Some(v) = volumes.iter_mut().find(|v| v.name == d.name) else {
-                        return Err(origin.error(
-                            &field,
-                            format!(
-                                "names volume {:?}, which is not a PersistentVolumeClaim of the pod",
-                                d.name
-                            ),
-                        ));
-                    };
-                    if !self.plan.claims[v.claim].block {
-                        return Err(origin.error(
-                            &field,
-                            format!(
-                                "claim {} is volumeMode Filesystem; a device needs a Block claim",
-                                self.plan.claims[v.claim].name
-                            ),
-                        ));
-                    }
-                    v.device_paths.push(d.device_path.clone());
-                }
-            }
-            for v in &volumes {
-                let class = &self.plan.classes[&self.plan.claims[v.claim].class];
-                let fits =
-                    |t: &BTreeMap<String, String>| t.iter().all(|(k, val)| self.node.topology.get(k) == Some(val));
-                if !class.immediate && !class.allowed.is_empty() && !class.allowed.iter().any(fits) {
-                    return Err(origin.error(
-                        "",
-                        format!(
-                            "claim {} waits for its first consumer, but StorageClass {}'s allowedTopologies exclude the node's \
-                             topology {:?}; the pod would never be scheduled",
-                            self.plan.claims[v.claim].name, class.name, self.node.topology
-                        ),
-                    ));
-                }
-                let claim = &mut self.plan.claims[v.claim];
-                claim.pods += replicas;
-                if claim.access_modes.iter().any(|m| m == "ReadWriteOncePod") && claim.pods > 1 {
-                    return Err(origin.error(
-                        "",
-                        format!(
-                            "claim {} is ReadWriteOncePod but more than one pod uses it; the second pod would never start",
-                            claim.name
-                        ),
-                    ));
-                }
-            }
-            let uses: Vec<String> = volumes
-                .iter()
-                .map(|v| {
-                    let paths: Vec<&String> = v.mount_paths.iter().chain(&v.device_paths).collect();
-                    let at = if paths.is_empty() {
-                        String::new()
-                    } else {
-                        format!(
-                            " at {}",
-                            paths.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
-                        )
-                    };
-                    format!("{}{at}", self.plan.claims[v.claim].name)
-                })
-                .collect();
-            self.plan.listed.push(Listed {
-                label: kind.to_owned(),
-                facts: format!(
-                    "{namespace}/{name}, {replicas} {}{}{}",
-                    if replicas == 1 { "pod" } else { "pods" },
-                    if uses.is_empty() { "" } else { ", " },
-                    uses.join("; ")
-                ),
-            });
-            self.plan.workloads.push(Workload {
-                kind: kind.to_owned(),
-                namespace,
-                name,
-                replicas,
-                volumes,
-            });
-        }
-        Ok(())
-    }
-
-    /// Whether the claim gets a volume before the snapshots are taken: Immediate, or used by a
-    /// pod that starts early, and not made from a source.
-    fn provisioned_early(&self, claim: usize) -> bool {
-        let c = &self.plan.claims[claim];
-        if self.claim_docs[claim].1.data_source.is_some() || self.claim_docs[claim].1.data_source_ref.is_some() {
-            return false;
-        }
-        c.immediate
-            || self.plan.workloads.iter().any(|w| {
-                w.replicas > 0
-                    && w.volumes.iter().any(|v| v.claim == claim)
-                    && w.volumes.iter().all(|v| {
-                        self.claim_docs[v.claim].1.data_source.is_none()
-                            && self.claim_docs[v.claim].1.data_source_ref.is_none()
-                    })
-            })
+        (0..self.plan.claims.len()).rev().find(|&i| {
+            let c = &self.plan.claims[i];
+            c.namespace == namespace && c.name == name && !self.gone.claims.contains(&i)
+        })
     }
 
     fn finish_snapshots(&mut self) -> Result<()> {
         let docs = std::mem::take(&mut self.snapshot_docs);
         for (origin, namespace, name, spec) in docs {
             self.check_namespace(&origin, &namespace)?;
-            if spec.source.volume_snapshot_content_name.is_some() {
-                return Err(origin.error(
-                    "spec.source.volumeSnapshotContentName",
-                    "pre-provisioned snapshots are not played by the demo; use persistentVolumeClaimName",
-                ));
+            if let Some(content) = &spec.source.volume_snapshot_content_name {
+                let content = content.clone();
+                self.bind_content(&origin, namespace, name, &content)?;
+                continue;
             }
             let field = "spec.source.persistentVolumeClaimName";
             let claim_name = spec
@@ -1529,7 +1590,7 @@ impl Builder {
                     format!("PersistentVolumeClaim {namespace}/{claim_name} is not defined in these files"),
                 )
             })?;
-            if !self.provisioned_early(claim) {
+            if !self.bound_early(claim) {
                 return Err(origin.error(
                     field,
                     format!(
@@ -1571,13 +1632,14 @@ impl Builder {
                     format!("{:?} is not {DRIVER}", class.driver.as_deref().unwrap_or("")),
                 ));
             }
-            match class.deletion_policy.as_deref() {
-                Some("Delete" | "Retain") => {}
+            let retain = match class.deletion_policy.as_deref() {
+                Some("Retain") => true,
+                Some("Delete") => false,
                 Some(other) => {
                     return Err(class_origin.error("deletionPolicy", format!("{other:?} is not Delete or Retain")));
                 }
                 None => return Err(class_origin.error("deletionPolicy", "is missing (it is required)")),
-            }
+            };
             let uid = uid();
             let mut parameters = HashMap::new();
             for (k, v) in &string_map(class_origin, "parameters", &class.parameters)? {
@@ -1606,16 +1668,19 @@ impl Builder {
                 "csi.storage.k8s.io/volumesnapshotcontent/name".into(),
                 format!("snapcontent-{uid}"),
             );
-            self.plan.listed.push(Listed {
+            self.listed.push(Listed {
                 label: "VolumeSnapshot".into(),
                 facts: format!("{namespace}/{name} of {claim_name}, class {class_name}"),
             });
             self.plan.snapshots.push(Snapshot {
+                phase: self.phase,
                 namespace,
                 name,
                 uid,
                 class: class_name,
-                claim,
+                claim: Some(claim),
+                content: None,
+                retain,
                 parameters,
                 // Set after the updates are known.
                 size_gib: 0,
@@ -1625,14 +1690,20 @@ impl Builder {
     }
 
     /// dataSource / dataSourceRef: a VolumeSnapshot or another claim (a clone).
-    fn finish_sources(&mut self) -> Result<()> {
-        for i in 0..self.plan.claims.len() {
+    fn finish_sources(&mut self, start: usize) -> Result<()> {
+        for i in start..self.plan.claims.len() {
+            if self.plan.claims[i].static_pv.is_some() {
+                continue;
+            }
             let (origin, spec) = self.claim_docs[i].clone();
+            let prefix = self.claim_fields[i].clone();
             let (field, src) = match (&spec.data_source_ref, &spec.data_source) {
-                (Some(r), _) => ("spec.dataSourceRef", r.clone()),
-                (None, Some(r)) => ("spec.dataSource", r.clone()),
+                (Some(r), _) => (format!("{prefix}spec.dataSourceRef"), r.clone()),
+                (None, Some(r)) => (format!("{prefix}spec.dataSource"), r.clone()),
                 (None, None) => continue,
             };
+            let field = field.as_str();
+            let mode_field = format!("{prefix}spec.volumeMode");
             let namespace = self.plan.claims[i].namespace.clone();
             if src.namespace.as_deref().is_some_and(|n| n != namespace) {
                 return Err(origin.error(
@@ -1642,23 +1713,21 @@ impl Builder {
             }
             let source = match (src.api_group.as_deref().unwrap_or(""), src.kind.as_str()) {
                 ("snapshot.storage.k8s.io", "VolumeSnapshot") => {
-                    let s = self
-                        .plan
-                        .snapshots
-                        .iter()
-                        .position(|s| s.namespace == namespace && s.name == src.name)
-                        .ok_or_else(|| {
-                            origin.error(
-                                &format!("{field}.name"),
-                                format!("VolumeSnapshot {namespace}/{} is not defined in these files", src.name),
-                            )
-                        })?;
-                    let from = self.plan.snapshots[s].claim;
-                    if self.plan.claims[from].block != self.plan.claims[i].block {
-                        return Err(origin.error(
-                            "spec.volumeMode",
-                            "differs from the snapshot's source claim; the provisioner refuses to convert a volume's mode",
-                        ));
+                    let s = self.live_snapshot(&namespace, &src.name).ok_or_else(|| {
+                        origin.error(
+                            &format!("{field}.name"),
+                            format!("VolumeSnapshot {namespace}/{} is not defined in these files", src.name),
+                        )
+                    })?;
+                    match (self.plan.snapshots[s].claim, self.plan.snapshots[s].content) {
+                        (Some(from), _) if self.plan.claims[from].block != self.plan.claims[i].block => {
+                            return Err(origin.error(
+                                &mode_field,
+                                "differs from the snapshot's source claim; the provisioner refuses to convert a volume's mode",
+                            ));
+                        }
+                        (_, Some(content)) => self.restore_from_content(content, i, &origin, &mode_field)?,
+                        _ => {}
                     }
                     ClaimSource::Snapshot(s)
                 }
@@ -1672,7 +1741,7 @@ impl Builder {
                             ),
                         )
                     })?;
-                    if !self.provisioned_early(from) {
+                    if !self.bound_early(from) {
                         return Err(origin.error(
                             &format!("{field}.name"),
                             format!(
@@ -1684,12 +1753,12 @@ impl Builder {
                     }
                     if self.plan.claims[from].class != self.plan.claims[i].class {
                         return Err(origin.error(
-                            "spec.storageClassName",
+                            &format!("{prefix}spec.storageClassName"),
                             "a clone must use its source claim's StorageClass",
                         ));
                     }
                     if self.plan.claims[from].block != self.plan.claims[i].block {
-                        return Err(origin.error("spec.volumeMode", "a clone must have its source claim's volumeMode"));
+                        return Err(origin.error(&mode_field, "a clone must have its source claim's volumeMode"));
                     }
                     ClaimSource::Claim(from)
                 }
@@ -1707,175 +1776,22 @@ impl Builder {
         }
         Ok(())
     }
-
-    fn finish_updates(&mut self) -> Result<()> {
-        let updates = std::mem::take(&mut self.claim_updates);
-        let late = std::mem::take(&mut self.late_listed);
-        self.plan.listed.extend(late);
-        // Sizes and types as they stand after each update, to check the next one and the
-        // snapshots taken after them.
-        let mut size: Vec<(i64, u64)> = self
-            .plan
-            .claims
-            .iter()
-            .map(|c| (c.required_bytes, c.size_gib))
-            .collect();
-        let mut vac: Vec<Option<String>> = self.plan.claims.iter().map(|c| c.attributes_class.clone()).collect();
-        let mut perf: Vec<(VolumeType, Option<Performance>)> = Vec::new();
-        for c in &self.plan.claims {
-            let p = params::parse_create_request(&c.parameters, &c.mutable_parameters).ok();
-            let performance = p.as_ref().and_then(|p| p.performance(c.size_gib).ok());
-            perf.push((c.volume_type, performance));
-        }
-        for (origin, i, spec) in updates {
-            let first = &self.claim_docs[i].1;
-            let claim = self.plan.claims[i].clone();
-            // Kubernetes: a bound claim's spec is immutable but for these two fields.
-            let mut rest_new = spec.clone();
-            let mut rest_old = first.clone();
-            rest_new.resources = Resources::default();
-            rest_old.resources = Resources::default();
-            rest_new.volume_attributes_class_name = None;
-            rest_old.volume_attributes_class_name = None;
-            if rest_new.storage_class_name.is_none() {
-                rest_new.storage_class_name = rest_old.storage_class_name.clone();
-            }
-            if rest_new != rest_old {
-                return Err(origin.error(
-                    "spec",
-                    "a claim's spec is immutable but for resources.requests.storage and volumeAttributesClassName; \
-                     this document changes more",
-                ));
-            }
-            if claim.source.is_some() || !self.provisioned_early(i) {
-                return Err(origin.error(
-                    "",
-                    "the demo plays updates only on claims in use before the snapshots: not made from a source, \
-                     and bound (Immediate, or used by a pod)",
-                ));
-            }
-            let storage = spec
-                .resources
-                .requests
-                .get("storage")
-                .ok_or_else(|| origin.error("spec.resources.requests.storage", "is missing"))?;
-            let (bytes, text) =
-                quantity_bytes(storage).map_err(|e| origin.error("spec.resources.requests.storage", e))?;
-            if bytes < size[i].0 {
-                return Err(origin.error(
-                    "spec.resources.requests.storage",
-                    format!(
-                        "{text} is smaller than the claim's {}: volumes never shrink",
-                        claim.size_text
-                    ),
-                ));
-            }
-            if bytes > size[i].0 {
-                let class = &self.plan.classes[&claim.class];
-                if !class.allow_expansion {
-                    return Err(origin.error(
-                        "spec.resources.requests.storage",
-                        format!(
-                            "StorageClass {} does not set allowVolumeExpansion: true, so Kubernetes refuses to resize its claims",
-                            class.name
-                        ),
-                    ));
-                }
-                let gib = params::size_gib(bytes, 0, perf[i].0)
-                    .map_err(|e| origin.error("spec.resources.requests.storage", e.to_string()))?;
-                size[i] = (bytes, gib);
-                self.plan.listed.push(Listed {
-                    label: "PersistentVolumeClaim".into(),
-                    facts: format!("update: {} to {text}", claim.key()),
-                });
-                self.plan.updates.push(Update::Resize {
-                    claim: i,
-                    required_bytes: bytes,
-                    size_text: text,
-                    size_gib: gib,
-                });
-            }
-            if spec.volume_attributes_class_name != vac[i] {
-                let Some(name) = spec.volume_attributes_class_name.clone() else {
-                    return Err(origin.error(
-                        "spec.volumeAttributesClassName",
-                        "cannot be removed once set; name another VolumeAttributesClass",
-                    ));
-                };
-                let parameters = self.attributes_class(&origin, "spec.volumeAttributesClassName", &name)?;
-                let change = params::parse_modify_params(&parameters)
-                    .map_err(|e| origin.error("spec.volumeAttributesClassName", e.to_string()))?;
-                let current = perf[i].1.unwrap_or_default();
-                let (new_type, new_perf) = params::modified_performance(perf[i].0, size[i].1, &current, &change, false)
-                    .map_err(|e| {
-                        origin.error(
-                            "spec.volumeAttributesClassName",
-                            format!(
-                                "VolumeAttributesClass {name} cannot apply to this {} GiB {} volume: {e}",
-                                size[i].1, perf[i].0
-                            ),
-                        )
-                    })?;
-                perf[i] = (new_type, Some(new_perf));
-                vac[i] = Some(name.clone());
-                self.plan.listed.push(Listed {
-                    label: "PersistentVolumeClaim".into(),
-                    facts: format!("update: {} to VolumeAttributesClass {name}", claim.key()),
-                });
-                self.plan.updates.push(Update::Modify {
-                    claim: i,
-                    class: name,
-                    parameters,
-                });
-            }
-        }
-        // A snapshot is as large as its source when it is taken (after the updates); a claim
-        // restored from it must be at least that large.
-        for s in &mut self.plan.snapshots {
-            s.size_gib = size[s.claim].1;
-        }
-        for i in 0..self.plan.claims.len() {
-            let (origin, _) = &self.claim_docs[i];
-            let needed = match self.plan.claims[i].source {
-                Some(ClaimSource::Snapshot(s)) => Some((self.plan.snapshots[s].size_gib, "snapshot")),
-                Some(ClaimSource::Claim(c)) => Some((size[c].1, "source claim")),
-                None => None,
-            };
-            if let Some((gib, what)) = needed
-                && (self.plan.claims[i].required_bytes as u64) < gib * params::GIB
-            {
-                return Err(origin.error(
-                    "spec.resources.requests.storage",
-                    format!(
-                        "{} is smaller than its {what} ({gib} GiB); ask for at least {gib}Gi",
-                        self.plan.claims[i].size_text
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn node() -> NodeFacts {
-        NodeFacts {
-            name: "n".into(),
-            topology: BTreeMap::from([("topology.kubernetes.io/zone".to_owned(), "local-1a".to_owned())]),
-        }
-    }
-
     fn plan_of(text: &str) -> Result<Plan> {
-        plan(
-            &[SourceFile {
+        let group = Group {
+            delete: false,
+            given: vec!["t.yaml".into()],
+            files: vec![SourceFile {
                 name: "t.yaml".into(),
                 text: text.into(),
             }],
-            &node(),
-        )
+        };
+        plan(&[group], &DemoNode::named("n"))
     }
 
     #[test]
@@ -1910,28 +1826,19 @@ mod tests {
 
     #[test]
     fn immediate_preferred_is_the_requisite_rotated() {
-        let class = StorageClass {
-            name: "c".into(),
-            immediate: true,
-            allow_expansion: false,
-            parameters: HashMap::new(),
-            fs_type: "ext4".into(),
-            mount_options: vec![],
-            allowed: vec![],
-        };
         let zone = |z: &str| NodeFacts {
             name: z.into(),
             topology: BTreeMap::from([("topology.kubernetes.io/zone".to_owned(), z.to_owned())]),
         };
         let nodes = [zone("b"), zone("a"), zone("a")];
-        let (req, pref) = topology_requirement(&class, &nodes, Some(&nodes[0]), "x");
+        let (req, pref) = topology_requirement(&[], &nodes, Some(&nodes[0]), "x");
         assert_eq!(req.len(), 2, "sorted, without repeats");
         assert_eq!(req[0]["topology.kubernetes.io/zone"], "a");
         assert_eq!(
             pref[0]["topology.kubernetes.io/zone"], "b",
             "the selected node's zone first"
         );
-        let (_, pref) = topology_requirement(&class, &nodes, None, "x");
+        let (_, pref) = topology_requirement(&[], &nodes, None, "x");
         assert_eq!(pref.len(), 2);
     }
 

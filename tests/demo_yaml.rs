@@ -2,56 +2,14 @@
 //! devices), leaving nothing behind; and YAML it cannot honour refused before anything exists,
 //! naming the file, the object and the field.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod demo_run;
+mod support;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Runs `ebs-csi demo -f …`; returns its output and pid (the demo's temp dir is named by it).
-fn demo(files: &[&Path]) -> (Output, u32) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebs-csi"));
-    cmd.arg("demo");
-    for f in files {
-        cmd.arg("-f").arg(f);
-    }
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let pid = child.id();
-    (child.wait_with_output().unwrap(), pid)
-}
-
-/// Loop devices and mounts under this demo's temp dir.
-fn left_behind(pid: u32) -> String {
-    let marker = format!("ebs-csi-demo-{pid}");
-    let loops = String::from_utf8_lossy(&Command::new("losetup").arg("-a").output().unwrap().stdout).into_owned();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let mut found: Vec<&str> = loops
-        .lines()
-        .chain(mounts.lines())
-        .filter(|l| l.contains(&marker))
-        .collect();
-    if std::env::temp_dir().join(&marker).exists() {
-        found.push("the demo's temp dir");
-    }
-    found.join("\n")
-}
+use demo_run::{refused, repo};
 
 fn play(dirs: &[&str], expect: &[&str]) {
-    let paths: Vec<PathBuf> = dirs.iter().map(|d| repo().join(d)).collect();
-    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-    let (out, pid) = demo(&refs);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "demo -f {dirs:?} failed:\n{stdout}\n{stderr}");
-    for step in expect.iter().chain(&["all steps worked"]) {
-        assert!(
-            stdout.contains(step),
-            "demo -f {dirs:?}: missing {step:?} in:\n{stdout}"
-        );
-    }
-    let left = left_behind(pid);
-    assert!(left.is_empty(), "demo -f {dirs:?} left behind:\n{left}");
+    let args: Vec<&str> = dirs.iter().flat_map(|d| ["-f", *d]).collect();
+    demo_run::play(&args, expect);
 }
 
 #[test]
@@ -163,12 +121,12 @@ fn gp2_to_gp3_example_modifies_the_volume_in_place() {
 
 #[test]
 fn every_example_directory_has_a_test_here() {
-    let source = include_str!("demo_yaml.rs");
+    let source = [include_str!("demo_yaml.rs"), include_str!("demo_workflows.rs")].concat();
     for e in std::fs::read_dir(repo().join("examples")).unwrap() {
         let name = e.unwrap().file_name().into_string().unwrap();
         assert!(
-            source.contains(&format!("\"examples/{name}\"")),
-            "examples/{name} is played by no test in tests/demo_yaml.rs"
+            source.contains(&format!("\"examples/{name}\"")) || source.contains(&format!("\"examples/{name}/")),
+            "examples/{name} is played by no test in tests/demo_yaml.rs or tests/demo_workflows.rs"
         );
     }
 }
@@ -405,30 +363,8 @@ fn yaml_the_demo_cannot_honour_is_refused_before_anything_is_made() {
         for (name, text) in &case.files {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
-        let (out, pid) = demo(&[dir.path()]);
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let mut wrong = Vec::new();
-        if out.status.code() != Some(1) {
-            wrong.push(format!("exit status {:?}, not 1", out.status.code()));
-        }
-        for s in &case.says {
-            if !stderr.contains(s) {
-                wrong.push(format!("the error does not say {s:?}"));
-            }
-        }
-        if stderr.lines().count() != 1 {
-            wrong.push("the error is not one line".into());
-        }
-        if !stdout.is_empty() {
-            wrong.push(format!("it started playing:\n{stdout}"));
-        }
-        let left = left_behind(pid);
-        if !left.is_empty() {
-            wrong.push(format!("it made something: {left}"));
-        }
-        if !wrong.is_empty() {
-            failures.push(format!("{}: {}\n  stderr: {stderr}", case.what, wrong.join("; ")));
+        if let Err(wrong) = refused(&["-f".as_ref(), dir.path().as_os_str()], &case.says) {
+            failures.push(format!("{}: {wrong}", case.what));
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));

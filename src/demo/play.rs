@@ -1,0 +1,116 @@
+//! The plan's phases, in order: an apply converges as a cluster does, a delete plays what the
+//! deletion sets off (`delete`). Before the first, the demo tells the zones the YAML chose, learns
+//! the driver's node, and makes the pre-provisioned volumes and snapshots (`import`).
+
+use super::Demo;
+use crate::error::Result;
+use crate::manifest::Update;
+
+impl Demo {
+    pub(super) async fn run(&mut self) -> Result<()> {
+        let phases = self.plan.phases.len();
+        for k in 0..phases {
+            let phase = self.plan.phases[k].clone();
+            if phases > 1 {
+                let verb = if phase.delete {
+                    "kubectl delete -f"
+                } else {
+                    "kubectl apply -f"
+                };
+                self.step(verb, "", &phase.given.join(" -f "));
+            }
+            for l in &phase.listed {
+                self.step(&l.label, "", &l.facts);
+            }
+            if k == 0 {
+                if let Some(note) = self.plan.zones_note.clone() {
+                    self.step("Zones", "", &note);
+                }
+                self.discover().await?;
+                self.import().await?;
+            }
+            if phase.delete {
+                self.play_deletions(k).await?;
+            } else {
+                self.play_apply(k).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One apply, in the order a cluster converges to: Immediate claims are provisioned, pods
+    /// start (and their WaitForFirstConsumer claims are provisioned on the node), updates are
+    /// applied, snapshots taken, then claims made from this apply's snapshots or claims are
+    /// provisioned and their pods start.
+    async fn play_apply(&mut self, k: usize) -> Result<()> {
+        let claims: Vec<usize> = (0..self.plan.claims.len())
+            .filter(|&i| self.plan.claims[i].phase == k)
+            .collect();
+        let workloads: Vec<usize> = (0..self.plan.workloads.len())
+            .filter(|&w| self.plan.workloads[w].phase == k)
+            .collect();
+        // Immediate claims are provisioned (or bound) as soon as they exist.
+        for &i in &claims {
+            let c = &self.plan.claims[i];
+            if c.immediate && !c.late {
+                self.provision(i, None).await?;
+            }
+        }
+        // Pods whose claims need no snapshot of this apply: scheduled, their volumes brought up.
+        for &w in &workloads {
+            if !self.plan.is_late(&self.plan.workloads[w]) {
+                for r in 0..self.plan.workloads[w].pods.len() {
+                    self.start_pod(w, r).await?;
+                }
+            }
+        }
+        for u in self.plan.phases[k].updates.clone() {
+            match u {
+                Update::Resize {
+                    claim,
+                    required_bytes,
+                    size_text,
+                    ..
+                } => self.resize(claim, required_bytes, &size_text).await?,
+                Update::Modify {
+                    claim,
+                    class,
+                    parameters,
+                } => self.modify(claim, &class, &parameters).await?,
+            }
+        }
+        for s in 0..self.plan.snapshots.len() {
+            if self.plan.snapshots[s].phase == k {
+                self.snapshot(s).await?;
+            }
+        }
+        // Claims made from this apply's snapshots or claims, and the pods that use them.
+        for &i in &claims {
+            let c = &self.plan.claims[i];
+            if c.late && c.immediate {
+                self.provision(i, None).await?;
+            }
+        }
+        for &w in &workloads {
+            if self.plan.is_late(&self.plan.workloads[w]) {
+                for r in 0..self.plan.workloads[w].pods.len() {
+                    self.start_pod(w, r).await?;
+                }
+            }
+        }
+        for &i in &claims {
+            if self.volumes[i].is_none() {
+                let c = &self.plan.claims[i];
+                self.step(
+                    "PersistentVolumeClaim",
+                    "Pending",
+                    &format!(
+                        "{}: WaitForFirstConsumer and no pod uses it yet; nothing provisioned",
+                        c.key()
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+}
