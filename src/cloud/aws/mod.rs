@@ -8,7 +8,7 @@ pub mod retry;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_config::BehaviorVersion;
@@ -35,6 +35,26 @@ const CLUSTER_TAG: &str = "ebs.csi.aws.com/cluster";
 /// How long a volume, attachment or modification is waited for before the call gives up (the
 /// CO retries, and the retry finds the work already under way).
 const WAIT_LIMIT: Duration = Duration::from_secs(300);
+
+/// Waits for a volume poll on one process-wide grid of ticks this far apart: waiters due in the
+/// same tick ask the batcher at the same instant and share one DescribeVolumes, so a tick costs
+/// one call however many volumes wait, and a volume is seen ready at most a tick after it is.
+const POLL_TICK: Duration = Duration::from_millis(200);
+/// A wait first looks this long after it starts (EC2 often has the answer by then).
+const FIRST_LOOK: Duration = Duration::from_millis(200);
+/// A wait polls every tick for this long, the time most new volumes and attachments take; after
+/// that, half as long again between polls each time, up to 5 s.
+const STEADY_POLLING: Duration = Duration::from_secs(5);
+
+static POLL_EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// The first tick of the poll grid at or after `at`.
+fn poll_tick(at: Instant) -> Instant {
+    let epoch = *POLL_EPOCH;
+    let tick = POLL_TICK.as_nanos();
+    let ticks = at.saturating_duration_since(epoch).as_nanos().div_ceil(tick);
+    epoch + Duration::from_nanos(u64::try_from(ticks * tick).unwrap_or(u64::MAX))
+}
 
 fn not_found(kind: &str, id: &str) -> Error {
     Error::NotFound(format!("{kind} {id} does not exist"))
@@ -383,17 +403,19 @@ impl AwsCloud {
         self.volumes.get(id).await?.ok_or_else(|| not_found("volume", id))
     }
 
-    /// Polls (through the shared batcher) until `check` answers, backing off from 200 ms.
+    /// Polls (through the shared batcher, on the poll grid) until `check` answers: first after
+    /// 200 ms, then every tick for the first 5 s, then backing off to every 5 s.
     async fn wait_volume<T>(
         &self,
         id: &str,
         what: &str,
         check: impl Fn(&ec2::Volume) -> Option<Result<T>>,
     ) -> Result<T> {
-        let deadline = Instant::now() + WAIT_LIMIT;
-        let mut delay = Duration::from_millis(200);
+        let start = Instant::now();
+        let deadline = start + WAIT_LIMIT;
+        let mut delay = FIRST_LOOK;
         loop {
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep_until(poll_tick(Instant::now() + delay).into()).await;
             let v = self.describe(id).await?;
             if let Some(answer) = check(&v) {
                 return answer;
@@ -403,7 +425,12 @@ impl AwsCloud {
                     "volume {id} is still not {what} after {WAIT_LIMIT:?}; retry"
                 )));
             }
-            delay = (delay * 3 / 2).min(Duration::from_secs(5));
+            // Half a tick on: the next tick, never the one just polled.
+            delay = if start.elapsed() < STEADY_POLLING {
+                POLL_TICK / 2
+            } else {
+                (delay.max(POLL_TICK) * 3 / 2).min(Duration::from_secs(5))
+            };
         }
     }
 
@@ -513,7 +540,12 @@ impl AwsCloud {
             let mapped = errors::map(&format!("creating volume {name:?}"), e);
             let maybe_made = matches!(failure, retry::Failure::Lost(_) | retry::Failure::Server(_)) || mismatch;
             if maybe_made && let Some(v) = self.find_by_name(name).await? {
-                return Ok(v);
+                // Made, but not necessarily ready: answered only once available, as above.
+                return if matches!(v.state(), Some(ec2::VolumeState::Available)) {
+                    Ok(v)
+                } else {
+                    self.wait_available(v.volume_id().unwrap_or_default()).await
+                };
             }
             attempt += 1;
             if !failure.retryable() || !self.retrier.pause("CreateVolume", attempt, give_up).await {
@@ -1134,6 +1166,18 @@ mod tests {
         ] {
             assert!(!is_ec2_id("vol", bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn waits_poll_on_one_grid_of_ticks() {
+        let now = Instant::now();
+        let tick = poll_tick(now);
+        assert!(tick >= now && tick - now <= POLL_TICK);
+        assert_eq!(poll_tick(tick), tick, "a tick is its own tick");
+        // Waiters due at different moments within a tick poll together at its end.
+        let later = poll_tick(tick + POLL_TICK / 3);
+        assert_eq!(later - tick, POLL_TICK);
+        assert_eq!(poll_tick(tick + POLL_TICK * 2 / 3), later);
     }
 
     #[test]
