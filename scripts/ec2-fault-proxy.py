@@ -14,7 +14,8 @@ throttles and makes volumes `available` immediately; real EC2 does none of that.
 
 The draws come from one seeded generator, in order of arrival. GET /_proxy/stats answers what
 it did, as JSON: calls, throttles and losses by action, answers rewritten, and the wall-clock
-time (seconds since the epoch) at which moto made each volume. Standard library only.
+time (seconds since the epoch) at which moto made each volume; --log FILE appends one line per
+call (time, action, fate). Standard library only.
 
 Usage: ec2-fault-proxy.py --upstream http://127.0.0.1:PORT [--port 0] [--port-file FILE] ...
 """

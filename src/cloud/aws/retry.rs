@@ -142,11 +142,12 @@ impl Policy {
     }
 }
 
-/// The process-wide EC2 call rate. Unlimited until EC2 throttles most of what is sent (at least
-/// half of the last second's answers, and at least four of them: a stray throttle is retried,
-/// not a reason to slow everyone); then the rate drops to half of what was being sent, and by
-/// 30 % at each further throttle while that lasts, to at least `MIN_RATE`. Each call that goes
-/// through raises it by 5 %, until it is high enough to lift the limit.
+/// The process-wide EC2 call rate. Unlimited until EC2 throttles most of what is sent: at least
+/// half of the last five seconds' answers, and at least ten of them (a stray throttle, or a
+/// chance run of them under a steady share of throttling, is retried, not a reason to slow
+/// everyone). Then the rate drops to half of what was being sent, and by 30 % at each further
+/// throttle while that lasts, to at least `MIN_RATE`. Each call that goes through raises it by
+/// 5 %, until it is high enough to lift the limit.
 pub struct Limiter {
     state: Mutex<LimiterState>,
 }
@@ -158,7 +159,7 @@ struct LimiterState {
     next: Instant,
     /// Starts in the last second, to measure the rate being sent.
     recent: VecDeque<Instant>,
-    /// Answers in the last second: whether each was a throttle.
+    /// Answers in the last `ANSWER_WINDOW`: whether each was a throttle.
     answers: VecDeque<(Instant, bool)>,
     /// Throttles seen, for the metrics.
     throttles: u64,
@@ -168,10 +169,14 @@ struct LimiterState {
 
 const MIN_RATE: f64 = 2.0;
 const LIFT_RATE: f64 = 500.0;
-const WINDOW: Duration = Duration::from_secs(1);
+/// Over which the rate being sent is measured.
+const SEND_WINDOW: Duration = Duration::from_secs(1);
+/// Over which the share of throttled answers is judged.
+const ANSWER_WINDOW: Duration = Duration::from_secs(5);
+const MIN_THROTTLES: usize = 10;
 
-fn trim<T>(q: &mut VecDeque<T>, now: Instant, at: impl Fn(&T) -> Instant) {
-    while q.front().is_some_and(|x| now.duration_since(at(x)) > WINDOW) {
+fn trim<T>(q: &mut VecDeque<T>, now: Instant, window: Duration, at: impl Fn(&T) -> Instant) {
+    while q.front().is_some_and(|x| now.duration_since(at(x)) > window) {
         q.pop_front();
     }
 }
@@ -201,7 +206,7 @@ impl Limiter {
         let wait = {
             let mut s = self.lock();
             let now = Instant::now();
-            trim(&mut s.recent, now, |t| *t);
+            trim(&mut s.recent, now, SEND_WINDOW, |t| *t);
             s.recent.push_back(now);
             match s.rate {
                 None => Duration::ZERO,
@@ -222,13 +227,13 @@ impl Limiter {
         let mut s = self.lock();
         s.throttles += 1;
         let now = Instant::now();
-        trim(&mut s.answers, now, |a| a.0);
+        trim(&mut s.answers, now, ANSWER_WINDOW, |a| a.0);
         s.answers.push_back((now, true));
         let throttled = s.answers.iter().filter(|a| a.1).count();
-        if throttled < 4 || throttled * 2 < s.answers.len() {
+        if throttled < MIN_THROTTLES || throttled * 2 < s.answers.len() {
             return;
         }
-        trim(&mut s.recent, now, |t| *t);
+        trim(&mut s.recent, now, SEND_WINDOW, |t| *t);
         let sending = s.recent.len() as f64;
         s.rate = Some(match s.rate {
             None => (sending / 2.0).max(MIN_RATE),
@@ -240,7 +245,7 @@ impl Limiter {
     pub fn succeeded(&self) {
         let mut s = self.lock();
         let now = Instant::now();
-        trim(&mut s.answers, now, |a| a.0);
+        trim(&mut s.answers, now, ANSWER_WINDOW, |a| a.0);
         s.answers.push_back((now, false));
         if let Some(r) = s.rate {
             let faster = r * 1.05;
@@ -382,7 +387,7 @@ mod tests {
         let l = Limiter::default();
         assert_eq!(l.figures().0, None, "unlimited until EC2 throttles");
         // One throttle in five answers is retried, not a reason to slow down.
-        for _ in 0..4 {
+        for _ in 0..20 {
             l.succeeded();
             l.succeeded();
             l.succeeded();
@@ -392,7 +397,7 @@ mod tests {
         assert_eq!(l.figures().0, None, "20 % throttles leave the rate alone");
         // Everything throttled: the rate falls, to the floor and no lower.
         let l = Limiter::default();
-        for _ in 0..4 {
+        for _ in 0..MIN_THROTTLES {
             l.throttled();
         }
         let first = l.figures().0.expect("limited under sustained throttling");
@@ -408,6 +413,6 @@ mod tests {
             l.succeeded();
         }
         assert_eq!(l.figures().0, None, "lifted once the rate is high again");
-        assert_eq!(l.figures().1, 24);
+        assert_eq!(l.figures().1, MIN_THROTTLES as u64 + 20);
     }
 }
