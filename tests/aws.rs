@@ -30,22 +30,6 @@ async fn aws_driver(endpoint: &str, instance: &str, extra: &[&str]) -> Driver {
     Driver::start_custom(&args, &env).await
 }
 
-fn topo(zone: &str) -> TopologyRequirement {
-    let t = Topology {
-        segments: HashMap::from([("topology.kubernetes.io/zone".to_string(), zone.to_string())]),
-    };
-    TopologyRequirement {
-        requisite: vec![t.clone()],
-        preferred: vec![t],
-    }
-}
-
-fn create_in_zone(name: &str, gib: i64, pairs: &[(&str, &str)]) -> CreateVolumeRequest {
-    let mut r = create_req(name, gib, pairs);
-    r.accessibility_requirements = Some(topo(AZ));
-    r
-}
-
 #[tokio::test]
 async fn controller_life_cycle_against_moto() {
     let moto = Moto::start();

@@ -14,18 +14,6 @@ use support::aws::*;
 use support::*;
 use tonic::Code;
 
-fn in_zone(name: &str) -> CreateVolumeRequest {
-    let t = Topology {
-        segments: HashMap::from([("topology.kubernetes.io/zone".to_string(), AZ.to_string())]),
-    };
-    let mut r = create_req(name, 1, &[]);
-    r.accessibility_requirements = Some(TopologyRequirement {
-        requisite: vec![t.clone()],
-        preferred: vec![t],
-    });
-    r
-}
-
 /// The driver on the aws backend through `proxy`, as node `instance`, serving metrics.
 async fn driver(proxy: &FaultProxy, instance: &str, metrics_port: u16) -> Driver {
     let env = Moto::env(&proxy.url);
@@ -88,7 +76,12 @@ async fn throttling_of_a_fifth_of_all_calls_reaches_no_caller() {
             let node = instances[n % 2].clone();
             let name = format!("pvc-throttled-{wave}-{n}");
             calls.push(tokio::spawn(async move {
-                let v = c.create_volume(in_zone(&name)).await?.into_inner().volume.unwrap();
+                let v = c
+                    .create_volume(create_in_zone(&name, 1, &[]))
+                    .await?
+                    .into_inner()
+                    .volume
+                    .unwrap();
                 c.controller_publish_volume(publish_req(&v.volume_id, &node)).await?;
                 c.controller_unpublish_volume(unpublish_req(&v.volume_id, &node))
                     .await?;
@@ -143,7 +136,7 @@ async fn a_caller_deadline_bounds_the_retries_and_a_later_call_succeeds() {
 
     proxy.throttle_percent(100);
     let before = proxy.count("CreateVolume");
-    let mut req = tonic::Request::new(in_zone("pvc-deadline"));
+    let mut req = tonic::Request::new(create_in_zone("pvc-deadline", 1, &[]));
     req.set_timeout(Duration::from_secs(5));
     let err = d.controller.create_volume(req).await.unwrap_err();
     // The driver's own answer, sent before the deadline: a late one would be the client's
@@ -158,7 +151,7 @@ async fn a_caller_deadline_bounds_the_retries_and_a_later_call_succeeds() {
     assert!(metric(port, "aws_ebs_csi_api_request_throttles_total") >= tries as u64);
 
     proxy.throttle_percent(0);
-    let mut req = tonic::Request::new(in_zone("pvc-deadline"));
+    let mut req = tonic::Request::new(create_in_zone("pvc-deadline", 1, &[]));
     req.set_timeout(Duration::from_secs(30));
     let v = d
         .controller
@@ -180,7 +173,7 @@ async fn an_iam_refusal_names_the_action_and_the_policy_flag() {
     let mut d = driver(&proxy, &instance, free_port()).await;
     let v = d
         .controller
-        .create_volume(in_zone("pvc-static"))
+        .create_volume(create_in_zone("pvc-static", 1, &[]))
         .await
         .unwrap()
         .into_inner()

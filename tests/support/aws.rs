@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 
+use ebs_csi::csi::{CreateVolumeRequest, Topology, TopologyRequirement};
+
 pub const REGION: &str = "us-east-1";
 pub const AZ: &str = "us-east-1a";
 
@@ -496,4 +498,22 @@ impl Drop for Loop {
     fn drop(&mut self) {
         let _ = Command::new("losetup").arg("--detach").arg(&self.device).status();
     }
+}
+
+/// Topology that requires and prefers `zone`, as the provisioner sends it.
+pub fn topo(zone: &str) -> TopologyRequirement {
+    let t = Topology {
+        segments: HashMap::from([("topology.kubernetes.io/zone".to_string(), zone.to_string())]),
+    };
+    TopologyRequirement {
+        requisite: vec![t.clone()],
+        preferred: vec![t],
+    }
+}
+
+/// A CreateVolume for moto's zone `AZ`.
+pub fn create_in_zone(name: &str, gib: i64, pairs: &[(&str, &str)]) -> CreateVolumeRequest {
+    let mut r = super::create_req(name, gib, pairs);
+    r.accessibility_requirements = Some(topo(AZ));
+    r
 }
