@@ -1,8 +1,8 @@
 //! Checks on CSI volume capabilities, shared by the controller and the node.
 
-use crate::controller::params::FsType;
 use crate::csi::VolumeCapability;
 use crate::csi::volume_capability::{AccessType, access_mode::Mode};
+use crate::ebs::FsType;
 use crate::error::{Error, Result};
 
 /// A request's capabilities, checked: what access they ask for, and whether that is block.

@@ -24,12 +24,12 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
-use crate::controller::topology::WELL_KNOWN_ZONE_KEY;
 use crate::csi::controller_client::ControllerClient;
 use crate::csi::node_client::NodeClient;
 use crate::csi::*;
 use crate::error::{Error, Result};
 use crate::manifest::{self, Claim, ClaimSource, NodeFacts, Plan};
+use crate::topology::WELL_KNOWN_ZONE_KEY;
 
 const DRIVER: &str = manifest::DRIVER;
 const NODE: &str = "demo-node";

@@ -40,6 +40,15 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A value for messages: quoted, and cut short so that a 10 KB value stays readable.
+pub fn shown(s: &str) -> String {
+    const LIMIT: usize = 64;
+    match s.char_indices().nth(LIMIT) {
+        None => format!("{s:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &s[..cut], s.len()),
+    }
+}
+
 impl Error {
     pub fn internal(context: impl std::fmt::Display, err: impl std::fmt::Display) -> Self {
         Error::Internal(format!("{context}: {err}"))

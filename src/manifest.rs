@@ -36,9 +36,10 @@ use serde::Deserialize;
 use serde_yaml_ng::Value;
 
 use crate::capability::check_capability;
-use crate::controller::params::{self, CreateParams, FsType, Performance, VolumeType};
 use crate::csi::VolumeCapability;
 use crate::csi::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode};
+use crate::ebs::{self, CreateParams, FsType, Performance, VolumeType};
+use crate::params;
 
 /// The driver the YAML must name.
 pub const DRIVER: &str = "ebs.csi.aws.com";
@@ -1506,7 +1507,7 @@ impl Builder {
                     ),
                 ));
             }
-            let gib = params::size_gib(required_bytes, 0, p.volume_type)
+            let gib = ebs::size_gib(required_bytes, 0, p.volume_type)
                 .map_err(|e| origin.error(&f("spec.resources.requests.storage"), e.to_string()))?;
             p.performance(gib)
                 .map_err(|e| origin.error(&f("spec.resources.requests.storage"), e.to_string()))?;

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::controller::params::VolumeType;
+use crate::ebs::VolumeType;
 use crate::error::Result;
 
 /// Tags as EC2 keeps them: key → value, ordered so records compare and print stably.

@@ -1,31 +1,24 @@
 //! The CSI Controller service: validates each call, then asks the cloud. Never touches the OS.
 
-pub mod params;
-mod template;
-pub mod topology;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use self::params::{CreateParams, GIB, ModifyParams, VolumeType};
-use self::topology::Zones;
 use crate::capability::{check_capabilities, check_capability};
 use crate::cloud::{Cloud, Modification, Snapshot, SnapshotFilter, Tags, Volume, VolumeSource, VolumeSpec};
 use crate::csi::controller_server::Controller;
 use crate::csi::controller_service_capability::{Rpc, rpc::Type as RpcType};
 use crate::csi::volume_capability::AccessType;
 use crate::csi::{self, *};
+use crate::ebs::{self, CLUSTER_TAG, CreateParams, GIB, ModifyParams, SNAPSHOT_NAME_TAG, VOLUME_NAME_TAG, VolumeType};
 use crate::error::{Error, Result};
 use crate::inflight::InFlight;
+use crate::params;
 use crate::rpc::{require, traced};
+use crate::topology::Zones;
 
-/// Tag keys the driver sets itself (users may not set them through tagSpecification).
-pub const VOLUME_NAME_TAG: &str = "CSIVolumeName";
-pub const SNAPSHOT_NAME_TAG: &str = "CSIVolumeSnapshotName";
-pub const CLUSTER_TAG: &str = "ebs.csi.aws.com/cluster";
 const PVC_NAME_TAG: &str = "kubernetes.io/created-for/pvc/name";
 const PVC_NAMESPACE_TAG: &str = "kubernetes.io/created-for/pvc/namespace";
 const PV_NAME_TAG: &str = "kubernetes.io/created-for/pv/name";
@@ -66,7 +59,7 @@ fn bytes(gib: u64) -> i64 {
 
 /// The filesystem the capabilities ask for (the provisioner moves the StorageClass's fstype
 /// there), if any.
-fn capability_fs(caps: &[VolumeCapability]) -> Result<Option<params::FsType>> {
+fn capability_fs(caps: &[VolumeCapability]) -> Result<Option<ebs::FsType>> {
     for cap in caps {
         if let Some(AccessType::Mount(m)) = &cap.access_type
             && !m.fs_type.is_empty()
@@ -157,11 +150,11 @@ impl ControllerService {
                 tags.insert(key.into(), v.clone());
             }
         }
-        if tags.len() > params::MAX_USER_TAGS {
+        if tags.len() > ebs::MAX_USER_TAGS {
             return Err(Error::InvalidArgument(format!(
                 "volume {name:?} would carry {} tags (the driver's, --extra-tags and tagSpecification_N); EBS allows {}",
                 tags.len(),
-                params::MAX_USER_TAGS
+                ebs::MAX_USER_TAGS
             )));
         }
         Ok(tags)
@@ -181,10 +174,10 @@ impl ControllerService {
         p.validate_for_fs(
             capability_fs(&req.volume_capabilities)?
                 .or(p.fs_type)
-                .unwrap_or(params::FsType::Ext4),
+                .unwrap_or(ebs::FsType::Ext4),
         )?;
         let range = req.capacity_range.unwrap_or_default();
-        let mut size_gib = params::size_gib(range.required_bytes, range.limit_bytes, p.volume_type)?;
+        let mut size_gib = ebs::size_gib(range.required_bytes, range.limit_bytes, p.volume_type)?;
 
         let multi_attach = caps.multi_node;
         if multi_attach && !matches!(p.volume_type, VolumeType::Io1 | VolumeType::Io2) {
@@ -481,7 +474,7 @@ impl ControllerService {
             }
             None => None,
         };
-        let limits = params::limits(p.volume_type);
+        let limits = ebs::limits(p.volume_type);
         let available = self.cloud.capacity(zone.as_deref()).await?;
         let max = bytes(limits.max_gib);
         Ok(GetCapacityResponse {
@@ -509,7 +502,7 @@ impl ControllerService {
             .inflight
             .start(format!("expand/{id}"), &format!("expanding volume {id}"))?;
         let v = self.cloud.volume(id).await?;
-        let wanted = params::size_gib(range.required_bytes, range.limit_bytes, v.volume_type)?;
+        let wanted = ebs::size_gib(range.required_bytes, range.limit_bytes, v.volume_type)?;
         let v = if wanted > v.size_gib {
             self.cloud.resize(id, wanted).await?
         } else {
@@ -535,11 +528,11 @@ impl ControllerService {
             .inflight
             .start(format!("modify/{id}"), &format!("modifying volume {id}"))?;
         let v = self.cloud.volume(id).await?;
-        let current = params::Performance {
+        let current = ebs::Performance {
             iops: v.iops,
             throughput: v.throughput,
         };
-        let (volume_type, perf) = params::modified_performance(v.volume_type, v.size_gib, &current, &change, false)?;
+        let (volume_type, perf) = ebs::modified_performance(v.volume_type, v.size_gib, &current, &change, false)?;
         let modification = Modification {
             volume_type: (volume_type != v.volume_type).then_some(volume_type),
             iops: perf.iops,

@@ -11,11 +11,11 @@ use std::collections::BTreeSet;
 use super::{Demo, Undo, VolumeState};
 use crate::cloud::local::LocalCloud;
 use crate::cloud::{Tags, VolumeSpec};
-use crate::controller::params::VolumeType;
-use crate::controller::topology::{WELL_KNOWN_ZONE_KEY, ZONE_KEY};
 use crate::csi::{Topology, Volume};
+use crate::ebs::VolumeType;
 use crate::error::Result;
 use crate::manifest::{self, Claim};
+use crate::topology::{WELL_KNOWN_ZONE_KEY, ZONE_KEY};
 
 impl Demo {
     /// Makes the volumes and snapshots the pre-provisioned objects name, each id once.

@@ -13,7 +13,7 @@ use super::zones::NodeSelector;
 use super::{Builder, DRIVER, Listed, Origin, PvcSpec, Result, csi_access_mode, quantity_bytes, string_map, typed};
 use crate::capability::check_capability;
 use crate::cloud::is_id;
-use crate::controller::params::{self, FsType, VolumeType};
+use crate::ebs::{self, FsType, VolumeType};
 
 /// A pre-provisioned PersistentVolume of this driver.
 #[derive(Clone, Debug, Default)]
@@ -180,7 +180,7 @@ impl Builder {
             .map_err(|e| origin.error("spec.accessModes", e.to_string()))?
             .multi_node;
         let volume_type = if multi_attach { VolumeType::Io2 } else { VolumeType::Gp3 };
-        let size_gib = params::size_gib(capacity_bytes, 0, volume_type)
+        let size_gib = ebs::size_gib(capacity_bytes, 0, volume_type)
             .map_err(|e| origin.error("spec.capacity.storage", e.to_string()))?;
         let retain = match spec.persistent_volume_reclaim_policy.as_deref() {
             None | Some("Retain") => true,

@@ -3,7 +3,7 @@
 //! the claim as it stands after the updates before it; and the sizes snapshots and restores get.
 
 use super::{Builder, ClaimSource, Listed, Origin, PvcSpec, Resources, Result, Update, params, quantity_bytes};
-use crate::controller::params::{Performance, VolumeType};
+use crate::ebs::{self, Performance, VolumeType};
 
 impl Builder {
     pub(super) fn finish_updates(&mut self, start: usize) -> Result<()> {
@@ -45,7 +45,7 @@ impl Builder {
                 None => None,
             };
             if let Some((gib, what)) = needed
-                && (self.plan.claims[i].required_bytes as u64) < gib * params::GIB
+                && (self.plan.claims[i].required_bytes as u64) < gib * ebs::GIB
             {
                 return Err(origin.error(
                     &format!("{}spec.resources.requests.storage", self.claim_fields[i]),
@@ -143,7 +143,7 @@ impl Builder {
                         ),
                     ));
                 }
-                let gib = params::size_gib(bytes, 0, perf[i].0)
+                let gib = ebs::size_gib(bytes, 0, perf[i].0)
                     .map_err(|e| origin.error("spec.resources.requests.storage", e.to_string()))?;
                 size[i] = (bytes, gib);
                 self.listed.push(Listed {
@@ -168,7 +168,7 @@ impl Builder {
                 let change = params::parse_modify_params(&parameters)
                     .map_err(|e| origin.error("spec.volumeAttributesClassName", e.to_string()))?;
                 let current = perf[i].1.unwrap_or_default();
-                let (new_type, new_perf) = params::modified_performance(perf[i].0, size[i].1, &current, &change, false)
+                let (new_type, new_perf) = ebs::modified_performance(perf[i].0, size[i].1, &current, &change, false)
                     .map_err(|e| {
                         origin.error(
                             "spec.volumeAttributesClassName",

@@ -14,8 +14,8 @@ use serde::Deserialize;
 
 use super::{Builder, ManifestError, NodeFacts, Origin, PodSpec, Result, Term, topology_requirement};
 use crate::cloud::local::default_zones;
-use crate::controller::topology::{OS_KEY, WELL_KNOWN_ZONE_KEY, ZONE_KEY, Zones};
 use crate::csi::{Topology, TopologyRequirement};
+use crate::topology::{OS_KEY, WELL_KNOWN_ZONE_KEY, ZONE_KEY, Zones};
 
 const LEGACY_ZONE_KEY: &str = "failure-domain.beta.kubernetes.io/zone";
 

@@ -13,16 +13,17 @@ use tracing::{info, warn};
 
 use self::device::DeviceLocator;
 use crate::capability::check_capability;
-use crate::controller::params::{self, FSTYPE_KEY, FsType};
-use crate::controller::topology::{OS_KEY, WELL_KNOWN_ZONE_KEY, ZONE_KEY};
 use crate::csi::node_server::Node;
 use crate::csi::node_service_capability::{Rpc, rpc::Type as RpcType};
 use crate::csi::volume_capability::{AccessType, access_mode::Mode};
 use crate::csi::*;
+use crate::ebs::{self, FsType};
 use crate::error::{Error, Result};
 use crate::inflight::InFlight;
 use crate::os::{blockdev, format, mount, resize, stats};
+use crate::params::FSTYPE_KEY;
 use crate::rpc::{require, traced};
+use crate::topology::{OS_KEY, WELL_KNOWN_ZONE_KEY, ZONE_KEY};
 
 /// Who this node is, as NodeGetInfo reports it.
 #[derive(Clone, Debug)]
@@ -123,7 +124,7 @@ fn fs_type(cap: &VolumeCapability, context: &HashMap<String, String>) -> String 
 /// be the caller's INVALID_ARGUMENT, not a failed mkfs.
 fn mkfs_options(context: &HashMap<String, String>, fs: FsType) -> Result<format::MkfsOptions> {
     let opts = parse_mkfs_options(context)?;
-    params::MkfsOptions {
+    ebs::MkfsOptions {
         block_size: opts.block_size,
         inode_size: opts.inode_size,
         bytes_per_inode: opts.bytes_per_inode,

@@ -25,13 +25,10 @@ use super::{
     Attachment, Cloud, Modification, Node, Page, Snapshot, SnapshotFilter, Tags, Volume, VolumeSource, VolumeSpec,
 };
 use super::{is_ec2_id, limits};
-use crate::controller::params::VolumeType;
+use crate::ebs::{CLUSTER_TAG, SNAPSHOT_NAME_TAG, VOLUME_NAME_TAG, VolumeType};
 use crate::error::{Error, Result};
 use crate::metrics::CallCounts;
 
-const NAME_TAG: &str = "CSIVolumeName";
-const SNAPSHOT_NAME_TAG: &str = "CSIVolumeSnapshotName";
-const CLUSTER_TAG: &str = "ebs.csi.aws.com/cluster";
 /// How long a volume, attachment or modification is waited for before the call gives up (the
 /// CO retries, and the retry finds the work already under way).
 const WAIT_LIMIT: Duration = Duration::from_secs(300);
@@ -100,7 +97,7 @@ fn to_volume(v: &ec2::Volume) -> Volume {
     let state = v.state().map(|s| s.as_str().to_owned()).unwrap_or_default();
     Volume {
         id: v.volume_id().unwrap_or_default().to_owned(),
-        name: tags.get(NAME_TAG).cloned().unwrap_or_default(),
+        name: tags.get(VOLUME_NAME_TAG).cloned().unwrap_or_default(),
         size_gib: v.size().unwrap_or(0).max(0) as u64,
         volume_type: v
             .volume_type()
@@ -450,7 +447,7 @@ impl AwsCloud {
             .send("DescribeVolumes", true, || {
                 self.ec2
                     .describe_volumes()
-                    .filters(filter(&format!("tag:{NAME_TAG}"), [name.to_owned()]))
+                    .filters(filter(&format!("tag:{VOLUME_NAME_TAG}"), [name.to_owned()]))
                     .send()
             })
             .await
@@ -1142,7 +1139,7 @@ impl AwsCloud {
 /// For tests and the IAM check: the tag keys the driver sets itself.
 pub fn driver_tags() -> BTreeMap<&'static str, &'static str> {
     BTreeMap::from([
-        (NAME_TAG, "volume name"),
+        (VOLUME_NAME_TAG, "volume name"),
         (SNAPSHOT_NAME_TAG, "snapshot name"),
         (CLUSTER_TAG, "true"),
     ])

@@ -134,7 +134,7 @@ impl Inner {
 mod tests {
     use super::*;
     use crate::cloud::{Cloud, Tags};
-    use crate::controller::params::VolumeType;
+    use crate::ebs::VolumeType;
 
     fn spec(zone: &str) -> VolumeSpec {
         VolumeSpec {

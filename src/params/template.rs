@@ -537,7 +537,7 @@ fn simple_case<I: Iterator<Item = char> + ExactSizeIterator>(s: &str, map: impl 
 }
 
 #[cfg(test)]
-pub(crate) fn render_for_test(src: &str, ns: &str) -> Res<String> {
+fn render_for_test(src: &str, ns: &str) -> Res<String> {
     render(
         src,
         &Props {
@@ -546,4 +546,151 @@ pub(crate) fn render_for_test(src: &str, ns: &str) -> Res<String> {
             pv_name: "pvc-1234",
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::params::{parse_create_params, parse_modify_params};
+
+    fn map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn render(src: &str) -> std::result::Result<String, String> {
+        render_for_test(src, "ns-prod-abcdef")
+    }
+
+    #[test]
+    fn template_functions() {
+        let cases = [
+            ("{{ .PVCNamespace }}", "ns-prod-abcdef"),
+            ("{{ .PVCName }}/{{ .PVName }}", "data-db-0/pvc-1234"),
+            ("{{ .PVCNamespace | contains \"prod\" }}", "true"),
+            ("{{ .PVCNamespace | contains \"dev\" }}", "false"),
+            ("{{ contains \"prod\" .PVCNamespace }}", "true"),
+            ("{{ .PVCNamespace | field \"-\" 2 | toUpper }}", "ABCDEF"),
+            ("{{ .PVCNamespace | field \"-\" 0 }}", "ns"),
+            ("{{ field \"-\" 1 .PVCNamespace }}", "prod"),
+            ("{{ field \"\" 1 \"añb\" }}", "ñ"),
+            ("{{ .PVCNamespace | substring 3 7 }}", "prod"),
+            ("{{ substring 0 2 .PVCName }}", "da"),
+            ("{{ .PVCNamespace | substring -1 2 }}", "ns"),
+            ("{{ .PVCNamespace | substring 8 100 }}", "abcdef"),
+            ("{{ .PVCNamespace | substring 8 -1 }}", "abcdef"),
+            ("{{ toUpper .PVCName }}", "DATA-DB-0"),
+            ("{{ \"MiXeD\" | toLower }}", "mixed"),
+            ("{{ toUpper \"straße\" }}", "STRAßE"),
+            ("{{ toUpper (field \"-\" 1 .PVCNamespace) }}", "PROD"),
+            ("{{ 42 }}-{{ -7 }}-{{ true }}", "42--7-true"),
+            ("{{ `raw \"q\"` }}", "raw \"q\""),
+            ("{{ \"a}}b\" }}", "a}}b"),
+            ("{{ \"tab\\there\\u00e9\" }}", "tab\there\u{e9}"),
+            ("a  {{- .PVName -}}  b", "apvc-1234b"),
+            ("a {{- \"x\" }} b", "ax b"),
+            ("{{/* note */}}x{{- /* c */ -}} y", "xy"),
+            ("plain text }} here", "plain text }} here"),
+            ("", ""),
+        ];
+        for (src, want) in cases {
+            assert_eq!(render(src).as_deref(), Ok(want), "{src}");
+        }
+    }
+
+    #[test]
+    fn template_errors() {
+        let cases = [
+            ("{{ printf \"%s\" .PVCName }}", "not allowed"),
+            ("{{ call .PVCName }}", "not allowed"),
+            ("{{ index .PVCName 1 }}", "not allowed"),
+            ("{{ html .PVCName }}", "not allowed"),
+            ("{{ len .PVCName }}", "not allowed"),
+            ("{{ .Namespace }}", "unknown field"),
+            ("{{ .pvcName }}", "unknown field"),
+            ("{{ .PVCName.Foo }}", "no fields"),
+            ("{{ . }}", "alone"),
+            ("{{ $x := 1 }}", "variables"),
+            ("{{ if true }}x{{ end }}", "not supported"),
+            ("{{ .PVCName", "unclosed"),
+            ("{{ \"abc }}", "unterminated"),
+            ("{{ }}", "missing value"),
+            ("{{ .PVCName | }}", "missing value"),
+            ("{{ field \"-\" 9 .PVCNamespace }}", "out of range"),
+            ("{{ field \"-\" -1 .PVCNamespace }}", "out of range"),
+            ("{{ field \"-\" \"1\" .PVCNamespace }}", "must be an integer"),
+            ("{{ field 1 \"-\" .PVCNamespace }}", "must be a string"),
+            ("{{ toUpper }}", "wrong number"),
+            ("{{ toUpper \"a\" \"b\" }}", "wrong number"),
+            ("{{ contains \"a\" }}", "wrong number"),
+            ("{{ substring 5 2 .PVCName }}", "out of range"),
+            ("{{ substring 100 200 .PVCName }}", "out of range"),
+            ("{{ substring -1 100 .PVCName }}", "out of range"),
+            ("{{ substring 0 1 \"ñ\" }}", "splits"),
+            ("{{ .PVCName | .PVName }}", "non-function"),
+            ("{{ .PVCName \"x\" }}", "non-function"),
+            ("{{ 0x10 }}", "unsupported number"),
+            ("{{ 99999999999999999999 }}", "out of range"),
+            ("{{ (toUpper \"a\" }}", "unclosed"),
+            ("{{ toUpper \"a\") }}", "unexpected"),
+            ("{{ 'a' }}", "character"),
+            ("{{ \"\\q\" }}", "escape"),
+            ("{{/* open", "unclosed comment"),
+            ("{{/* x */ y }}", "comment ends"),
+        ];
+        for (src, want) in cases {
+            let err = render(src).expect_err(src);
+            assert!(err.contains(want), "{src}: {err}");
+        }
+        let deep = format!("{{{{ {}\"a\"{} }}}}", "(".repeat(5000), ")".repeat(5000));
+        assert!(render(&deep).unwrap_err().contains("nested"));
+        let ok = format!("{{{{ {}\"a\"{} }}}}", "(".repeat(16), ")".repeat(16));
+        assert_eq!(render(&ok).as_deref(), Ok("a"));
+    }
+
+    #[test]
+    fn fuzz_templates_and_values() {
+        const PIECES: [&str; 24] = [
+            "{{",
+            "}}",
+            "{{-",
+            "-}}",
+            " ",
+            "|",
+            "(",
+            ")",
+            "\"",
+            "`",
+            "'",
+            "\\",
+            ".PVCName",
+            ".",
+            "field",
+            "substring",
+            "toUpper",
+            "contains",
+            "-1",
+            "2",
+            "\"-\"",
+            "ü",
+            "/*",
+            "*/",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            usize::try_from(seed >> 33).unwrap_or(0)
+        };
+        for _ in 0..20_000 {
+            let len = next() % 12;
+            let src: String = (0..len).map(|_| PIECES[next() % PIECES.len()]).collect();
+            let _ = render(&src);
+            let params = map(&[("tagSpecification_1", &format!("k={src}")), ("iops", &src)]);
+            let _ = parse_create_params(&params);
+            let _ = parse_modify_params(&map(&[("tagSpecification_1", &format!("k={src}"))]));
+        }
+    }
 }
