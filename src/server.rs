@@ -24,7 +24,7 @@ use crate::csi::identity_server::IdentityServer;
 use crate::csi::node_server::NodeServer;
 use crate::error::{Error, Result};
 use crate::identity::IdentityService;
-use crate::metrics::CallCounts;
+use crate::metrics::Metrics;
 use crate::node::device::{DeviceLocator, EbsLocator, LoopLocator};
 use crate::node::{NodeIdentity, NodeService};
 
@@ -45,10 +45,11 @@ struct Backend {
     node: Option<(NodeIdentity, Arc<dyn DeviceLocator>)>,
 }
 
-async fn open_local(args: &ServeArgs) -> Result<Backend> {
+async fn open_local(args: &ServeArgs, metrics: &Metrics) -> Result<Backend> {
     let cloud = LocalCloud::open(&args.data_dir, args.zones.clone())?;
     if args.mode.has_controller() {
         cloud.reconcile().await?;
+        metrics.add_collector(cloud.attached_collector());
     }
     let mut node = None;
     if args.mode.has_node() {
@@ -61,6 +62,7 @@ async fn open_local(args: &ServeArgs) -> Result<Backend> {
             attach_limit: args.volume_attach_limit.unwrap_or(DEFAULT_ATTACH_LIMIT),
         };
         cloud.register_node(&me)?;
+        metrics.add_collector(cloud.io_collector(&me.id));
         info!(node = %me.id, zone = %me.zone, attach_limit = me.attach_limit, "node registered");
         let identity = NodeIdentity {
             id: me.id,
@@ -118,7 +120,7 @@ async fn aws_node(args: &ServeArgs) -> Result<NodeIdentity> {
 }
 
 #[cfg(feature = "aws")]
-async fn aws_cloud(args: &ServeArgs, calls: CallCounts) -> Result<Arc<dyn Cloud>> {
+async fn aws_cloud(args: &ServeArgs, calls: Metrics) -> Result<Arc<dyn Cloud>> {
     let policy = crate::cloud::aws::retry::Policy {
         default_budget: Duration::from_secs(args.cloud_retry_budget),
         ..Default::default()
@@ -127,13 +129,13 @@ async fn aws_cloud(args: &ServeArgs, calls: CallCounts) -> Result<Arc<dyn Cloud>
 }
 
 #[cfg(not(feature = "aws"))]
-async fn aws_cloud(_args: &ServeArgs, _calls: CallCounts) -> Result<Arc<dyn Cloud>> {
+async fn aws_cloud(_args: &ServeArgs, _calls: Metrics) -> Result<Arc<dyn Cloud>> {
     Err(Error::Unimplemented(
         "this ebs-csi was built without the aws feature; rebuild with it".into(),
     ))
 }
 
-async fn open_aws(args: &ServeArgs, calls: CallCounts) -> Result<Backend> {
+async fn open_aws(args: &ServeArgs, calls: Metrics) -> Result<Backend> {
     let cloud = if args.mode.has_controller() {
         Some(aws_cloud(args, calls).await?)
     } else {
@@ -181,11 +183,29 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Counts the calls being served, so a stopping server can wait for exactly those (the
 /// sidecars keep their connections open forever, so waiting for connections would never end),
-/// and gives each call its caller's deadline.
+/// gives each call its caller's deadline, and measures it for the metrics.
 #[derive(Clone)]
 struct CountCalls<S> {
     inner: S,
     active: Arc<AtomicUsize>,
+    metrics: Metrics,
+}
+
+/// The method of a gRPC path (`/csi.v1.Node/NodeStageVolume` → `NodeStageVolume`).
+fn method_of(path: &str) -> String {
+    path.rsplit('/').next().unwrap_or(path).to_owned()
+}
+
+/// A call's gRPC code: tonic sends a failure as headers only, with `grpc-status`; a success has
+/// its status in trailers, after the one message.
+fn code_of<B>(response: &http::Response<B>) -> String {
+    let code = response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(tonic::Code::Ok, tonic::Code::from_i32);
+    format!("{code:?}")
 }
 
 struct Active(Arc<AtomicUsize>);
@@ -198,9 +218,9 @@ impl Drop for Active {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, B> tower::Service<http::Request<B>> for CountCalls<S>
+impl<S, B, RB> tower::Service<http::Request<B>> for CountCalls<S>
 where
-    S: tower::Service<http::Request<B>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -220,9 +240,16 @@ where
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
             .and_then(crate::deadline::parse_grpc_timeout);
+        let method = method_of(req.uri().path());
+        let metrics = self.metrics.clone();
+        let in_flight = metrics.rpc_started(&method);
+        let started = std::time::Instant::now();
         let call = self.inner.call(req);
         Box::pin(crate::deadline::scope(timeout, async move {
             let out = call.await;
+            let code = out.as_ref().map_or_else(|_| "Unknown".to_owned(), code_of);
+            metrics.rpc_finished(&method, &code, started.elapsed());
+            drop(in_flight);
             drop(active);
             out
         }))
@@ -259,13 +286,13 @@ async fn shutdown_signal() {
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let endpoint = Endpoint::parse(&args.endpoint)?;
     let extra_tags = parse_tags(&args.extra_tags)?;
-    let calls = CallCounts::default();
+    let calls = Metrics::default();
     let Backend { cloud, node } = match args.backend {
-        BackendKind::Local => open_local(&args).await?,
+        BackendKind::Local => open_local(&args, &calls).await?,
         BackendKind::Aws => open_aws(&args, calls.clone()).await?,
     };
     if let Some(addr) = &args.http_endpoint {
-        crate::metrics::serve(addr, calls).await?;
+        crate::metrics::serve(addr, calls.clone()).await?;
     }
 
     let identity = IdentityServer::new(IdentityService::new(args.driver_name.clone(), args.mode, cloud.clone()));
@@ -279,10 +306,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         .map(|cloud| ControllerServer::new(ControllerService::new(cloud, options)));
     let active = Arc::new(AtomicUsize::new(0));
     let counter = active.clone();
+    let rpc_metrics = calls.clone();
     let router = Server::builder()
         .layer(tower::layer::layer_fn(move |inner| CountCalls {
             inner,
             active: counter.clone(),
+            metrics: rpc_metrics.clone(),
         }))
         .add_service(identity)
         .add_optional_service(controller)

@@ -46,6 +46,40 @@ pub fn node_path(dev: u64) -> Option<PathBuf> {
     kernel_name(dev).map(|name| Path::new("/dev").join(name))
 }
 
+/// A block device's I/O counters since it appeared (`/sys/block/NAME/stat`; the kernel's
+/// Documentation/block/stat.rst gives the fields).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoStats {
+    pub read_ios: u64,
+    pub read_sectors: u64,
+    pub read_ms: u64,
+    pub write_ios: u64,
+    pub write_sectors: u64,
+    pub write_ms: u64,
+    pub in_flight: u64,
+}
+
+/// The counters of the block device with kernel name `name` (`loop3`), if it exists.
+pub fn io_stats(name: &str) -> Option<IoStats> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return None;
+    }
+    parse_io_stats(&std::fs::read_to_string(Path::new("/sys/block").join(name).join("stat")).ok()?)
+}
+
+fn parse_io_stats(text: &str) -> Option<IoStats> {
+    let f: Vec<u64> = text.split_whitespace().map(|w| w.parse().ok()).collect::<Option<_>>()?;
+    Some(IoStats {
+        read_ios: *f.first()?,
+        read_sectors: *f.get(2)?,
+        read_ms: *f.get(3)?,
+        write_ios: *f.get(4)?,
+        write_sectors: *f.get(6)?,
+        write_ms: *f.get(7)?,
+        in_flight: *f.get(8)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -170,13 +170,25 @@ impl AwsCloud {
             Ok(a) => {
                 let device = a.device().unwrap_or_default().to_owned();
                 if a.state() != Some(&ec2::VolumeAttachmentState::Detached) {
-                    self.wait_volume(id, "detached", |v| {
-                        let still = v.attachments().iter().any(|x| {
-                            x.instance_id() == Some(node) && x.state() != Some(&ec2::VolumeAttachmentState::Detached)
-                        });
-                        (!still).then_some(Ok(()))
-                    })
-                    .await?;
+                    let started = std::time::Instant::now();
+                    let seen = std::sync::Mutex::new(a.state().map_or("detaching", |s| s.as_str()).to_owned());
+                    let waited = self
+                        .wait_volume(id, "detached", |v| {
+                            let mine = v.attachments().iter().find(|x| {
+                                x.instance_id() == Some(node)
+                                    && x.state() != Some(&ec2::VolumeAttachmentState::Detached)
+                            });
+                            if let (Some(x), Ok(mut seen)) = (mine, seen.lock()) {
+                                *seen = x.state().map_or("unknown", |s| s.as_str()).to_owned();
+                            }
+                            mine.is_none().then_some(Ok(()))
+                        })
+                        .await;
+                    let state = seen.lock().map(|s| s.clone()).unwrap_or_default();
+                    self.retrier
+                        .metrics()
+                        .detach_waited(id, node, &state, started.elapsed());
+                    waited?;
                 }
                 device
             }

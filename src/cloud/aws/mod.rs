@@ -35,7 +35,7 @@ use super::{
 use super::{is_ec2_id, limits};
 use crate::ebs::{CLUSTER_TAG, SNAPSHOT_NAME_TAG, VOLUME_NAME_TAG, VolumeType};
 use crate::error::{Error, Result};
-use crate::metrics::CallCounts;
+use crate::metrics::Metrics;
 
 pub struct AwsCloud {
     ec2: Client,
@@ -62,7 +62,7 @@ impl AwsCloud {
     /// AWS_ENDPOINT_URL(_EC2) override the endpoint.
     /// Transient failures are retried by `retry` (within each gRPC caller's deadline, through one
     /// adaptive rate limiter), so the SDK's own retries are off.
-    pub async fn connect(calls: CallCounts, policy: retry::Policy) -> Result<Self> {
+    pub async fn connect(calls: Metrics, policy: retry::Policy) -> Result<Self> {
         let config = aws_config::defaults(BehaviorVersion::latest())
             .app_name(
                 aws_config::AppName::new(format!("ebs-csi-{}", env!("CARGO_PKG_VERSION")))

@@ -13,7 +13,7 @@ use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use tokio::time::Instant;
 
-use crate::metrics::CallCounts;
+use crate::metrics::Metrics;
 
 /// What a failed EC2 call means for trying again.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +68,17 @@ const SERVER_FAULTS: [&str; 5] = [
     "Unavailable",
     "RequestTimeout",
 ];
+
+/// The label an error gets in the metrics: EC2's code, else what kind of failure it was.
+fn error_code<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> &str {
+    match err {
+        SdkError::ServiceError(s) => s.err().code().unwrap_or("Unknown"),
+        SdkError::TimeoutError(_) => "Timeout",
+        SdkError::DispatchFailure(_) => "DispatchFailure",
+        SdkError::ResponseError(_) => "ResponseError",
+        _ => "Unknown",
+    }
+}
 
 pub fn classify<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> Failure {
     match err {
@@ -268,16 +279,21 @@ impl Limiter {
 pub struct Retrier {
     pub policy: Policy,
     pub limiter: Limiter,
-    calls: CallCounts,
+    calls: Metrics,
 }
 
 impl Retrier {
-    pub fn new(policy: Policy, calls: CallCounts) -> Self {
+    pub fn new(policy: Policy, calls: Metrics) -> Self {
         Retrier {
             policy,
             limiter: Limiter::default(),
             calls,
         }
+    }
+
+    /// Where the calls are counted.
+    pub fn metrics(&self) -> &Metrics {
+        &self.calls
     }
 
     /// The instant after which the current gRPC call stops retrying.
@@ -297,12 +313,17 @@ impl Retrier {
     {
         self.limiter.acquire().await;
         self.calls.inc(op);
-        match send.await {
+        let sent = Instant::now();
+        let answer = send.await;
+        let took = sent.elapsed();
+        match answer {
             Ok(v) => {
+                self.calls.answered(op, took, None);
                 self.limiter.succeeded();
                 Ok(v)
             }
             Err(e) => {
+                self.calls.answered(op, took, Some(error_code(&e)));
                 let failure = classify(&e);
                 if matches!(failure, Failure::Throttled(_)) {
                     self.limiter.throttled();

@@ -5,6 +5,7 @@
 mod attach;
 mod files;
 mod import;
+mod metrics;
 mod reconcile;
 mod snapshots;
 mod store;

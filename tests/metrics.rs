@@ -1,0 +1,205 @@
+//! `/metrics` as an operator scrapes it: per-CSI-call histograms by method and code, volumes
+//! attached per node and per-volume I/O on local, and EC2 call durations and errors under the Go
+//! driver's names on aws (moto).
+
+mod support;
+
+use std::io::{Read, Write};
+
+use ebs_csi::csi::*;
+use support::*;
+use tonic::Code;
+
+fn scrape(port: u16) -> String {
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("request sent");
+    let mut text = String::new();
+    conn.read_to_string(&mut text).expect("response read");
+    text
+}
+
+/// The value of sample `name` whose labels include every pair of `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b'{'))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
+#[tokio::test]
+async fn local_reports_calls_attachments_and_volume_io() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut d = Driver::start(&["--http-endpoint", &addr]).await;
+
+    let v = d
+        .controller
+        .create_volume(create_req("pvc-metrics", 1, &[]))
+        .await
+        .expect("create")
+        .into_inner()
+        .volume
+        .expect("a volume");
+    let refused = d.controller.create_volume(create_req("", 1, &[])).await;
+    assert_eq!(code(refused), Code::InvalidArgument);
+    let ctx = d
+        .controller
+        .controller_publish_volume(publish_req(&v.volume_id, NODE))
+        .await
+        .expect("publish")
+        .into_inner()
+        .publish_context;
+    let staging = d.staging_path("metrics");
+    d.node
+        .node_stage_volume(NodeStageVolumeRequest {
+            volume_id: v.volume_id.clone(),
+            publish_context: ctx,
+            staging_target_path: staging.clone(),
+            volume_capability: Some(rwo()),
+            volume_context: v.volume_context.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("stage formats the volume");
+
+    let text = scrape(port);
+    let calls = |method: &str, code: &str| {
+        sample(
+            &text,
+            "ebs_csi_rpc_duration_seconds_count",
+            &[("method", method), ("code", code)],
+        )
+    };
+    assert_eq!(calls("CreateVolume", "Ok"), Some(1.0), "{text}");
+    assert_eq!(calls("CreateVolume", "InvalidArgument"), Some(1.0), "{text}");
+    assert_eq!(calls("NodeStageVolume", "Ok"), Some(1.0), "{text}");
+    assert_eq!(
+        sample(&text, "ebs_csi_volumes_attached", &[("node", NODE)]),
+        Some(1.0),
+        "{text}"
+    );
+    let of_volume = [("volume_id", v.volume_id.as_str()), ("instance_id", NODE)];
+    let written = sample(&text, "aws_ebs_csi_write_bytes_total", &of_volume).expect("write bytes of the volume");
+    assert!(written > 0.0, "mkfs wrote to the volume: {text}");
+    assert!(sample(&text, "aws_ebs_csi_write_ops_total", &of_volume).is_some_and(|n| n > 0.0));
+    assert!(sample(&text, "aws_ebs_csi_volume_queue_length", &of_volume).is_some());
+    // EBS's exceeded-performance counters have no meaning for a loop device: absent, not zero.
+    assert!(!text.contains("exceeded"), "{text}");
+
+    d.node
+        .node_unstage_volume(NodeUnstageVolumeRequest {
+            volume_id: v.volume_id.clone(),
+            staging_target_path: staging,
+        })
+        .await
+        .expect("unstage");
+    d.controller
+        .controller_unpublish_volume(unpublish_req(&v.volume_id, NODE))
+        .await
+        .expect("unpublish");
+    let text = scrape(port);
+    assert_eq!(
+        sample(&text, "ebs_csi_volumes_attached", &[("node", NODE)]),
+        None,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "aws_ebs_csi_write_bytes_total", &of_volume),
+        None,
+        "{text}"
+    );
+    d.controller
+        .delete_volume(DeleteVolumeRequest {
+            volume_id: v.volume_id,
+            ..Default::default()
+        })
+        .await
+        .expect("delete");
+    drop(d);
+}
+
+#[cfg(feature = "aws")]
+#[tokio::test]
+async fn aws_reports_ec2_durations_and_errors_by_request() {
+    use support::aws::*;
+    let moto = Moto::start();
+    let instance = moto.instance("m7i.large").await;
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let env = Moto::env(&moto.url);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let args = [
+        "--backend",
+        "aws",
+        "--node-id",
+        &instance,
+        "--zone",
+        AZ,
+        "--instance-type",
+        "m7i.large",
+        "--http-endpoint",
+        &addr,
+    ];
+    let mut d = Driver::start_custom(&args, &env).await;
+    let v = d
+        .controller
+        .create_volume(create_in_zone("pvc-metrics-aws", 1, &[]))
+        .await
+        .expect("create")
+        .into_inner()
+        .volume
+        .expect("a volume");
+    let missing = d
+        .controller
+        .controller_publish_volume(publish_req(&v.volume_id, "i-0123456789abcdef0"))
+        .await;
+    assert_eq!(code(missing), Code::NotFound);
+    // EC2 refuses an unknown snapshot; the driver answers success (already gone) and counts it.
+    d.controller
+        .delete_snapshot(DeleteSnapshotRequest {
+            snapshot_id: "snap-0123456789abcdef0".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("deleting an unknown snapshot succeeds");
+
+    let text = scrape(port);
+    let created = sample(
+        &text,
+        "aws_ebs_csi_api_request_duration_seconds_count",
+        &[("request", "CreateVolume")],
+    );
+    assert!(created.is_some_and(|n| n >= 1.0), "{text}");
+    let refused = [("request", "DeleteSnapshot"), ("error", "InvalidSnapshot.NotFound")];
+    assert_eq!(
+        sample(&text, "aws_ebs_csi_api_request_errors_total", &refused),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "ebs_csi_rpc_duration_seconds_count",
+            &[("method", "ControllerPublishVolume"), ("code", "NotFound")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    d.controller
+        .delete_volume(DeleteVolumeRequest {
+            volume_id: v.volume_id,
+            ..Default::default()
+        })
+        .await
+        .expect("delete");
+    drop(d);
+}
