@@ -243,23 +243,16 @@ impl Builder {
             }
             Object::StorageClass(d) => self.storage_class(origin, d)?,
             Object::Claim(spec) => self.claim(origin, namespace, doc.name, spec)?,
-            Object::Workload { replicas, pod } => {
-                let (kind, base) = match replicas {
-                    Some(_) => ("Deployment", "spec.template.spec"),
-                    None => ("Pod", "spec"),
-                };
-                self.workload_docs.push(WorkloadDoc {
-                    origin,
-                    kind,
-                    namespace,
-                    name: doc.name,
-                    replicas,
-                    pod,
-                    base,
-                    pod_names: Vec::new(),
-                    ephemeral: BTreeMap::new(),
-                });
-            }
+            Object::Deployment { replicas, pod } => self.workload(
+                origin,
+                "Deployment",
+                namespace,
+                doc.name,
+                Some(replicas),
+                pod,
+                "spec.template.spec",
+            ),
+            Object::Pod(pod) => self.workload(origin, "Pod", namespace, doc.name, None, pod, "spec"),
             Object::SnapshotClass(d) => {
                 self.snapshot_classes.insert(doc.name, (origin, d));
             }
@@ -271,6 +264,31 @@ impl Builder {
             Object::Content(spec) => self.snapshot_content(origin, doc.name, spec)?,
         }
         Ok(())
+    }
+
+    /// A Deployment's or Pod's pod spec, kept until the apply's claims are known.
+    #[allow(clippy::too_many_arguments)]
+    fn workload(
+        &mut self,
+        origin: Origin,
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        replicas: Option<i64>,
+        pod: PodSpec,
+        base: &'static str,
+    ) {
+        self.workload_docs.push(WorkloadDoc {
+            origin,
+            kind,
+            namespace,
+            name,
+            replicas,
+            pod,
+            base,
+            pod_names: Vec::new(),
+            ephemeral: BTreeMap::new(),
+        });
     }
 
     fn check_namespace(&self, origin: &Origin, namespace: &str) -> Result<()> {

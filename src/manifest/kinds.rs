@@ -5,7 +5,10 @@
 //! with their own message, at the moment they use the field.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
+use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_yaml_ng::Value;
 
@@ -15,13 +18,31 @@ use super::{Origin, Result};
 // What every object has
 // ---------------------------------------------------------------------------------------------
 
-/// A document's kind, apiVersion and name: read before its kind is known.
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase", default)]
+/// A document's kind, apiVersion and name: read before its kind is known, so from a document of
+/// any kind (keys that are not strings included, which only a kind's own struct refuses).
+#[derive(Default)]
 pub(super) struct Envelope {
     pub(super) kind: Text,
     pub(super) api_version: Text,
     pub(super) metadata: EnvelopeMeta,
+}
+
+impl ByKey for Envelope {
+    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> std::result::Result<bool, A::Error> {
+        match key {
+            "kind" => self.kind = map.next_value()?,
+            "apiVersion" => self.api_version = map.next_value()?,
+            "metadata" => self.metadata = map.next_value()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_map(ByKeyVisitor(PhantomData))
+    }
 }
 
 /// A string field, or nothing when it is absent or not a string (then it counts as missing).
@@ -44,23 +65,57 @@ pub(super) struct EnvelopeMeta {
     pub(super) namespace: Text,
 }
 
+impl ByKey for EnvelopeMeta {
+    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> std::result::Result<bool, A::Error> {
+        match key {
+            "name" => self.name = map.next_value()?,
+            "namespace" => self.namespace = map.next_value()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
 impl<'de> Deserialize<'de> for EnvelopeMeta {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize, Default)]
-        #[serde(default)]
-        struct Fields {
-            name: Text,
-            namespace: Text,
-        }
         let value = Value::deserialize(d)?;
         if !value.is_mapping() {
             return Ok(EnvelopeMeta::default());
         }
-        let f: Fields = serde_yaml_ng::from_value(value).map_err(serde::de::Error::custom)?;
-        Ok(EnvelopeMeta {
-            name: f.name,
-            namespace: f.namespace,
-        })
+        value
+            .deserialize_map(ByKeyVisitor(PhantomData))
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A struct read from a mapping field by field, by the keys' names; a key that is not a string,
+/// or not one of its fields, is passed over.
+trait ByKey: Default {
+    /// Reads the value of `key` into its field; false when the struct has no such field.
+    fn read<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> std::result::Result<bool, A::Error>;
+}
+
+struct ByKeyVisitor<T>(PhantomData<T>);
+
+impl<'de, T: ByKey> Visitor<'de> for ByKeyVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<T, A::Error> {
+        let mut out = T::default();
+        while let Some(key) = map.next_key::<Value>()? {
+            let read = match key.as_str() {
+                Some(k) => out.read(k, &mut map)?,
+                None => false,
+            };
+            if !read {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(out)
     }
 }
 

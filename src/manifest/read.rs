@@ -299,11 +299,12 @@ pub(super) enum Object {
     Namespace,
     StorageClass(StorageClassDoc),
     Claim(PvcSpec),
-    /// A Deployment (with its replicas) or a bare Pod (None), and its pod spec.
-    Workload {
-        replicas: Option<i64>,
+    /// A Deployment's replicas and pod template's spec.
+    Deployment {
+        replicas: i64,
         pod: PodSpec,
     },
+    Pod(PodSpec),
     SnapshotClass(SnapshotClassDoc),
     Snapshot(SnapshotSpec),
     AttributesClass(AttributesClassDoc),
@@ -329,17 +330,14 @@ pub(super) fn decode(kind: Kind, origin: &Origin, value: Value) -> Result<Object
                 .template
                 .and_then(|t| t.spec)
                 .ok_or_else(|| origin.error("spec.template.spec", "is missing"))?;
-            Object::Workload {
-                replicas: Some(spec.replicas.unwrap_or(1)),
+            Object::Deployment {
+                replicas: spec.replicas.unwrap_or(1),
                 pod,
             }
         }
         Kind::Pod => {
             let d: PodDoc = typed(origin, value)?;
-            Object::Workload {
-                replicas: None,
-                pod: d.spec.ok_or_else(spec_missing)?,
-            }
+            Object::Pod(d.spec.ok_or_else(spec_missing)?)
         }
         Kind::VolumeSnapshotClass => Object::SnapshotClass(typed(origin, value)?),
         Kind::VolumeSnapshot => {
@@ -390,5 +388,13 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.field.as_deref(), Some("parameters.iops"), "{e}");
         assert_eq!(e.object.as_deref(), Some("StorageClass s"));
+    }
+
+    #[test]
+    fn kinds_not_played_are_skipped_whatever_their_keys() {
+        let p = plan_of("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, [a]: b}\n? [a]\n: b\n1: c\n").unwrap();
+        assert_eq!(p.phases[0].listed[0].facts, "x: not played by the demo; skipped");
+        let e = plan_of("apiVersion: v1\nkind: Pod\nmetadata: 7\n").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("metadata.name"), "{e}");
     }
 }
