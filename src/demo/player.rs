@@ -53,7 +53,7 @@ pub(super) struct VolumeState {
 pub(super) struct Player {
     pub(super) controller: ControllerClient<Channel>,
     pub(super) node: NodeClient<Channel>,
-    /// Where kubelet's paths are made (the host's `/`, for the demo).
+    /// The stand-in for the node's `/`: kubelet's paths are made under it, in the demo's temp dir.
     pub(super) root: PathBuf,
     pub(super) made: Vec<Undo>,
     pub(super) report: Report,
@@ -72,6 +72,7 @@ pub(super) struct Player {
     pub(super) node_snmw: bool,
 }
 
+/// A failed call, as the demo's error.
 pub(super) fn status(e: tonic::Status) -> Error {
     Error::Internal(format!("{:?}: {}", e.code(), e.message()))
 }
