@@ -5,11 +5,12 @@
 //! Delete. What a Retain policy keeps stays on the undo stack, so the demo still removes it at the
 //! end.
 
-use super::{Demo, Undo};
+use super::player::{Player, Undo};
+use super::report::Event;
 use crate::error::Result;
 use crate::manifest::Deletion;
 
-impl Demo {
+impl Player {
     /// Takes the newest undo entry `pick` chooses off the stack, if any.
     pub(super) fn take_made(&mut self, pick: impl Fn(&Undo) -> bool) -> Option<Undo> {
         let n = self.made.iter().rposition(pick)?;
@@ -80,15 +81,13 @@ impl Demo {
         let claim = &self.plan.claims[c];
         let id = state.volume.volume_id;
         if claim.retain {
-            let pv = short(&claim.pv_name());
             if state.has_page {
                 self.pages.insert(id.clone());
             }
-            self.step(
-                "PersistentVolume",
-                "Released",
-                &format!("{pv}: reclaim policy Retain: {id} stays (the demo deletes it when it ends)"),
-            );
+            self.report.show(Event::Released {
+                pv: &claim.pv_name(),
+                volume_id: &id,
+            });
             return Ok(());
         }
         if let Some(u) = self.take_made(|u| matches!(u, Undo::Volume(v) if *v == id)) {
@@ -103,11 +102,7 @@ impl Demo {
             return Ok(());
         };
         if self.plan.snapshots[s].retain {
-            self.step(
-                "VolumeSnapshotContent",
-                "",
-                &format!("deletion policy Retain: {id} stays (the demo deletes it when it ends)"),
-            );
+            self.report.show(Event::SnapshotKept { snapshot_id: &id });
             return Ok(());
         }
         self.delete_snapshot_id(&id).await
@@ -118,13 +113,5 @@ impl Demo {
             self.undo(u).await?;
         }
         Ok(())
-    }
-}
-
-/// A PersistentVolume's name, shortened for the step column (`pvc-<uid>` to `pvc-<first 8>…`).
-fn short(pv: &str) -> String {
-    match pv.strip_prefix("pvc-") {
-        Some(uid) if uid.len() > 8 => format!("pvc-{}…", &uid[..8]),
-        _ => pv.to_owned(),
     }
 }

@@ -8,7 +8,8 @@
 
 use std::collections::BTreeSet;
 
-use super::{Demo, Undo, VolumeState};
+use super::player::{Player, Undo, VolumeState};
+use super::report::Event;
 use crate::cloud::local::LocalCloud;
 use crate::cloud::{Tags, VolumeSpec};
 use crate::csi::{Topology, Volume};
@@ -17,7 +18,7 @@ use crate::error::Result;
 use crate::manifest::{self, Claim};
 use crate::topology::{WELL_KNOWN_ZONE_KEY, ZONE_KEY};
 
-impl Demo {
+impl Player {
     /// Makes the volumes and snapshots the pre-provisioned objects name, each id once.
     pub(super) async fn import(&mut self) -> Result<()> {
         if self.plan.volumes.is_empty() && self.plan.contents.is_empty() {
@@ -49,14 +50,13 @@ impl Demo {
             };
             cloud.import_volume(&pv.handle, &spec)?;
             self.made.push(Undo::Volume(pv.handle.clone()));
-            self.step(
-                "existing volume",
-                "CREATED",
-                &format!(
-                    "{} of PersistentVolume {}: {} GiB {volume_type} in {}, made blank by the demo (on AWS it exists already)",
-                    pv.handle, pv.name, pv.size_gib, pv.zone
-                ),
-            );
+            self.report.show(Event::ExistingVolume {
+                handle: &pv.handle,
+                pv: &pv.name,
+                gib: pv.size_gib,
+                volume_type,
+                zone: &pv.zone,
+            });
         }
         for c in 0..self.plan.contents.len() {
             if done.insert(self.plan.contents[c].handle.clone()) {
@@ -73,15 +73,10 @@ impl Demo {
         let block = content.block.unwrap_or(false);
         let size_gib = content.size_gib.max(1);
         let name = format!("scratch-{}", content.handle);
-        self.step(
-            "existing snapshot",
-            "",
-            &format!(
-                "{} of VolumeSnapshotContent {}: the demo writes its page on a scratch volume and snapshots it \
-                 under that id (on AWS it exists already)",
-                content.handle, content.name
-            ),
-        );
+        self.report.show(Event::ExistingSnapshot {
+            handle: &content.handle,
+            content: &content.name,
+        });
         let i = self.plan.claims.len();
         self.plan.claims.push(Claim {
             // In no phase: never listed as Pending.
@@ -118,14 +113,12 @@ impl Demo {
         }
         let snapshot = cloud.import_snapshot(&content.handle, &id)?;
         self.made.push(Undo::Snapshot(content.handle.clone()));
-        self.step(
-            "snapshot of scratch",
-            "",
-            &format!(
-                "{} of {id}, {} GiB, ready: {}",
-                snapshot.id, snapshot.size_gib, snapshot.ready
-            ),
-        );
+        self.report.show(Event::ScratchSnapshot {
+            snapshot_id: &snapshot.id,
+            volume_id: &id,
+            gib: snapshot.size_gib,
+            ready: snapshot.ready,
+        });
         if let Some(u) = self.take_made(|u| matches!(u, Undo::Volume(v) if *v == id)) {
             self.undo(u).await?;
         }
@@ -159,18 +152,13 @@ impl Demo {
             pods: Vec::new(),
             has_page: self.pages.contains(&pv.handle),
         });
-        self.step(
-            "PersistentVolumeClaim",
-            "CREATED",
-            &format!(
-                "{} bound to PersistentVolume {}: {}, {} GiB in {}",
-                claim.key(),
-                pv.name,
-                pv.handle,
-                pv.size_gib,
-                pv.zone
-            ),
-        );
+        self.report.show(Event::BoundVolume {
+            claim: &claim.key(),
+            pv: &pv.name,
+            handle: &pv.handle,
+            gib: pv.size_gib,
+            zone: &pv.zone,
+        });
         Ok(())
     }
 
@@ -182,12 +170,12 @@ impl Demo {
             return Ok(());
         };
         let content = &self.plan.contents[c];
-        let facts = format!(
-            "{}/{} bound to VolumeSnapshotContent {} ({}), ready: true",
-            snap.namespace, snap.name, content.name, content.handle
-        );
+        self.report.show(Event::BoundSnapshot {
+            snapshot: &format!("{}/{}", snap.namespace, snap.name),
+            content: &content.name,
+            handle: &content.handle,
+        });
         self.snapshots[s] = Some((content.handle.clone(), true));
-        self.step("VolumeSnapshot", "", &facts);
         Ok(())
     }
 }

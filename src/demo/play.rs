@@ -2,29 +2,28 @@
 //! deletion sets off (`delete`). Before the first, the demo tells the zones the YAML chose, learns
 //! the driver's node, and makes the pre-provisioned volumes and snapshots (`import`).
 
-use super::Demo;
+use super::player::Player;
+use super::report::Event;
 use crate::error::Result;
 use crate::manifest::Update;
 
-impl Demo {
+impl Player {
     pub(super) async fn run(&mut self) -> Result<()> {
         let phases = self.plan.phases.len();
         for k in 0..phases {
             let phase = self.plan.phases[k].clone();
             if phases > 1 {
-                let verb = if phase.delete {
-                    "kubectl delete -f"
-                } else {
-                    "kubectl apply -f"
-                };
-                self.step(verb, "", &phase.given.join(" -f "));
+                self.report.show(Event::Run {
+                    delete: phase.delete,
+                    given: &phase.given,
+                });
             }
             for l in &phase.listed {
-                self.step(&l.label, "", &l.facts);
+                self.report.show(Event::Listed(l));
             }
             if k == 0 {
-                if let Some(note) = self.plan.zones_note.clone() {
-                    self.step("Zones", "", &note);
+                if let Some(note) = &self.plan.zones_note {
+                    self.report.show(Event::Zones(note));
                 }
                 self.discover().await?;
                 self.import().await?;
@@ -100,15 +99,9 @@ impl Demo {
         }
         for &i in &claims {
             if self.volumes[i].is_none() {
-                let c = &self.plan.claims[i];
-                self.step(
-                    "PersistentVolumeClaim",
-                    "Pending",
-                    &format!(
-                        "{}: WaitForFirstConsumer and no pod uses it yet; nothing provisioned",
-                        c.key()
-                    ),
-                );
+                self.report.show(Event::Pending {
+                    claim: &self.plan.claims[i].key(),
+                });
             }
         }
         Ok(())

@@ -3,21 +3,7 @@
 //! provisioned, attached and published as any claim, and deleted with the pod. A Deployment's
 //! pods get generated names (`<deployment>-<template hash>-<suffix>`), so each has its own claim.
 
-use serde::Deserialize;
-
-use super::{Builder, MAX_PODS, PvcSpec, Result};
-
-#[derive(Deserialize, Debug, Default)]
-#[serde(rename_all = "camelCase", default)]
-pub(super) struct EphemeralDoc {
-    volume_claim_template: Option<ClaimTemplateDoc>,
-}
-
-#[derive(Deserialize, Debug, Default)]
-#[serde(default)]
-struct ClaimTemplateDoc {
-    spec: Option<PvcSpec>,
-}
+use super::{Builder, MAX_PODS, Result};
 
 /// The characters Kubernetes uses in generated names (no vowels, no look-alikes).
 const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";

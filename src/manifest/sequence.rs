@@ -8,9 +8,8 @@ use std::collections::BTreeSet;
 
 use serde_yaml_ng::Value;
 
-use super::{
-    BUILT_IN_NAMESPACES, Builder, Deletion, Doc, Listed, Origin, Result, namespaced, object_key, served_versions,
-};
+use super::read::{Doc, Kind};
+use super::{BUILT_IN_NAMESPACES, Builder, Deletion, Listed, Origin, Result};
 
 /// What the `--delete` runs so far have removed (indices into the plan's lists).
 #[derive(Default)]
@@ -58,34 +57,31 @@ impl Builder {
     pub(super) fn delete(&mut self, docs: Vec<(Doc, Value)>) -> Result<()> {
         let mut t = Targets::default();
         for (doc, _) in docs {
-            let object = object_key(&doc);
-            let origin = Origin {
-                file: doc.file.clone(),
-                object: object.clone(),
-            };
-            if served_versions(&doc.kind).is_none() {
+            let object = doc.key();
+            let origin = doc.origin();
+            let Some(kind) = doc.known else {
                 self.listed.push(Listed {
                     label: doc.kind.clone(),
                     facts: format!("{}: not played by the demo; skipped", doc.name),
                 });
                 continue;
-            }
-            let namespace = namespaced(&doc);
+            };
+            let namespace = doc.namespaced();
             let name = doc.name.as_str();
-            let found = match doc.kind.as_str() {
-                "Namespace" => self.delete_namespace(&origin, name, &mut t)?,
-                "Deployment" | "Pod" => self
+            let found = match kind {
+                Kind::Namespace => self.delete_namespace(&origin, name, &mut t)?,
+                Kind::Deployment | Kind::Pod => self
                     .live_workload(&doc.kind, &namespace, name)
                     .map(|w| t.workloads.insert(w))
                     .is_some(),
-                "PersistentVolumeClaim" => self.claim_index(&namespace, name).map(|c| t.claims.insert(c)).is_some(),
-                "VolumeSnapshot" => self
+                Kind::PersistentVolumeClaim => self.claim_index(&namespace, name).map(|c| t.claims.insert(c)).is_some(),
+                Kind::VolumeSnapshot => self
                     .live_snapshot(&namespace, name)
                     .map(|s| t.snapshots.insert(s))
                     .is_some(),
-                "PersistentVolume" => self.live_volume(name).map(|v| t.volumes.insert(v)).is_some(),
-                "VolumeSnapshotContent" => self.live_content(name).map(|c| t.contents.insert(c)).is_some(),
-                "StorageClass" => {
+                Kind::PersistentVolume => self.live_volume(name).map(|v| t.volumes.insert(v)).is_some(),
+                Kind::VolumeSnapshotContent => self.live_content(name).map(|c| t.contents.insert(c)).is_some(),
+                Kind::StorageClass => {
                     self.plan.classes.remove(name);
                     let found = self.class_origin.remove(name).is_some();
                     if found {
@@ -93,21 +89,20 @@ impl Builder {
                     }
                     found
                 }
-                "VolumeSnapshotClass" => {
+                Kind::VolumeSnapshotClass => {
                     let found = self.snapshot_classes.remove(name).is_some();
                     if found {
                         self.note(&object, "deleted; snapshots taken with it stay");
                     }
                     found
                 }
-                "VolumeAttributesClass" => {
+                Kind::VolumeAttributesClass => {
                     let found = self.attribute_classes.remove(name).is_some();
                     if found {
                         self.note(&object, "deleted; volumes keep the attributes it gave them");
                     }
                     found
                 }
-                _ => unreachable!("kinds are filtered above"),
             };
             if !found && !self.already_targeted(&doc, &namespace, &t) {
                 return Err(origin.error(

@@ -6,11 +6,9 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
-use serde_yaml_ng::Value;
-
-use super::static_pv::{ObjectRefDoc, volume_mode};
-use super::{Builder, DRIVER, Listed, Origin, Result, Snapshot, typed, uid};
+use super::kinds::ContentSpec;
+use super::static_pv::volume_mode;
+use super::{Builder, DRIVER, Listed, Origin, Result, Snapshot, uid};
 use crate::cloud::is_id;
 
 /// A pre-provisioned VolumeSnapshotContent of this driver.
@@ -34,28 +32,6 @@ pub struct SnapshotContent {
     pub fs_type: String,
 }
 
-#[derive(Deserialize, Debug)]
-struct ContentDoc {
-    spec: Option<ContentSpec>,
-}
-
-#[derive(Deserialize, Debug, Default)]
-#[serde(rename_all = "camelCase", default)]
-struct ContentSpec {
-    deletion_policy: Option<String>,
-    driver: Option<String>,
-    source: ContentSourceDoc,
-    volume_snapshot_ref: Option<ObjectRefDoc>,
-    source_volume_mode: Option<String>,
-}
-
-#[derive(Deserialize, Debug, Default)]
-#[serde(rename_all = "camelCase", default)]
-struct ContentSourceDoc {
-    snapshot_handle: Option<String>,
-    volume_handle: Option<String>,
-}
-
 impl Builder {
     /// The VolumeSnapshotContent named so that is there now.
     pub(super) fn live_content(&self, name: &str) -> Option<usize> {
@@ -64,9 +40,7 @@ impl Builder {
             .find(|&c| self.plan.contents[c].name == name && !self.gone.contents.contains(&c))
     }
 
-    pub(super) fn snapshot_content(&mut self, origin: Origin, name: String, value: Value) -> Result<()> {
-        let d: ContentDoc = typed(&origin, value)?;
-        let spec = d.spec.ok_or_else(|| origin.error("spec", "is missing"))?;
+    pub(super) fn snapshot_content(&mut self, origin: Origin, name: String, spec: ContentSpec) -> Result<()> {
         if spec.driver.as_deref() != Some(DRIVER) {
             return Err(origin.error(
                 "spec.driver",

@@ -4,13 +4,10 @@
 //! PV controller binds it (class, volume mode, access modes and size checked); snapshot import,
 //! the same for snapshots, is in `snapshot_import`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use serde::Deserialize;
-use serde_yaml_ng::Value;
-
-use super::zones::NodeSelector;
-use super::{Builder, DRIVER, Listed, Origin, PvcSpec, Result, csi_access_mode, quantity_bytes, string_map, typed};
+use super::kinds::{PvSpec, PvcSpec};
+use super::{Builder, DRIVER, Listed, Origin, Result, csi_access_mode};
 use crate::capability::check_capability;
 use crate::cloud::is_id;
 use crate::ebs::{self, FsType, VolumeType};
@@ -50,47 +47,6 @@ pub struct PersistentVolume {
     pub zone: String,
 }
 
-#[derive(Deserialize, Debug)]
-struct PvDoc {
-    spec: Option<PvSpec>,
-}
-
-#[derive(Deserialize, Debug, Default)]
-#[serde(rename_all = "camelCase", default)]
-struct PvSpec {
-    capacity: BTreeMap<String, Value>,
-    access_modes: Vec<String>,
-    volume_mode: Option<String>,
-    storage_class_name: Option<String>,
-    persistent_volume_reclaim_policy: Option<String>,
-    mount_options: Vec<String>,
-    csi: Option<CsiSourceDoc>,
-    node_affinity: Option<NodeAffinityDoc>,
-    claim_ref: Option<ObjectRefDoc>,
-}
-
-#[derive(Deserialize, Debug, Default)]
-#[serde(rename_all = "camelCase", default)]
-struct CsiSourceDoc {
-    driver: String,
-    volume_handle: String,
-    fs_type: Option<String>,
-    volume_attributes: BTreeMap<String, Value>,
-}
-
-#[derive(Deserialize, Debug, Default)]
-#[serde(default)]
-struct NodeAffinityDoc {
-    required: Option<NodeSelector>,
-}
-
-#[derive(Deserialize, Debug, Default)]
-#[serde(default)]
-pub(super) struct ObjectRefDoc {
-    pub(super) name: Option<String>,
-    pub(super) namespace: Option<String>,
-}
-
 pub(super) fn volume_mode(origin: &Origin, field: &str, mode: Option<&str>) -> Result<bool> {
     match mode {
         None | Some("Filesystem") => Ok(false),
@@ -107,9 +63,7 @@ impl Builder {
             .find(|&v| self.plan.volumes[v].name == name && !self.gone.volumes.contains(&v))
     }
 
-    pub(super) fn persistent_volume(&mut self, origin: Origin, name: String, value: Value) -> Result<()> {
-        let d: PvDoc = typed(&origin, value)?;
-        let spec = d.spec.ok_or_else(|| origin.error("spec", "is missing"))?;
+    pub(super) fn persistent_volume(&mut self, origin: Origin, name: String, spec: PvSpec) -> Result<()> {
         let csi = spec.csi.as_ref().ok_or_else(|| {
             origin.error(
                 "spec.csi",
@@ -154,8 +108,7 @@ impl Builder {
             .capacity
             .get("storage")
             .ok_or_else(|| origin.error("spec.capacity.storage", "is missing"))?;
-        let (capacity_bytes, capacity_text) =
-            quantity_bytes(storage).map_err(|e| origin.error("spec.capacity.storage", e))?;
+        let (capacity_bytes, capacity_text) = storage.bytes().map_err(|e| origin.error("spec.capacity.storage", e))?;
         let mode = csi_access_mode(&spec.access_modes, true).map_err(|e| origin.error("spec.accessModes", e))?;
         let block = volume_mode(&origin, "spec.volumeMode", spec.volume_mode.as_deref())?;
         let fs_type = if block {
@@ -192,10 +145,11 @@ impl Builder {
                 ));
             }
         };
-        let attributes: HashMap<String, String> =
-            string_map(&origin, "spec.csi.volumeAttributes", &csi.volume_attributes)?
-                .into_iter()
-                .collect();
+        let attributes: HashMap<String, String> = csi
+            .volume_attributes
+            .strings(&origin, "spec.csi.volumeAttributes")?
+            .into_iter()
+            .collect();
         let claim_ref = spec.claim_ref.as_ref().and_then(|r| {
             let name = r.name.clone()?;
             Some((r.namespace.clone().unwrap_or_else(|| "default".into()), name))
@@ -263,8 +217,9 @@ impl Builder {
             .requests
             .get("storage")
             .ok_or_else(|| origin.error(&f("spec.resources.requests.storage"), "is missing"))?;
-        let (required_bytes, size_text) =
-            quantity_bytes(storage).map_err(|e| origin.error(&f("spec.resources.requests.storage"), e))?;
+        let (required_bytes, size_text) = storage
+            .bytes()
+            .map_err(|e| origin.error(&f("spec.resources.requests.storage"), e))?;
         csi_access_mode(&spec.access_modes, true).map_err(|e| origin.error(&f("spec.accessModes"), e))?;
         if let Some(src) = spec.data_source_ref.as_ref().or(spec.data_source.as_ref()) {
             return Err(origin.error(

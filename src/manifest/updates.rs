@@ -2,8 +2,10 @@
 //! modify (`volumeAttributesClassName`), checked as Kubernetes and the driver check them against
 //! the claim as it stands after the updates before it; and the sizes snapshots and restores get.
 
-use super::{Builder, ClaimSource, Listed, Origin, PvcSpec, Resources, Result, Update, params, quantity_bytes};
+use super::kinds::{PvcSpec, Resources};
+use super::{Builder, ClaimSource, Listed, Origin, Result, Update};
 use crate::ebs::{self, Performance, VolumeType};
+use crate::params;
 
 impl Builder {
     pub(super) fn finish_updates(&mut self, start: usize) -> Result<()> {
@@ -92,8 +94,9 @@ impl Builder {
                 .requests
                 .get("storage")
                 .ok_or_else(|| origin.error("spec.resources.requests.storage", "is missing"))?;
-            let (bytes, text) =
-                quantity_bytes(storage).map_err(|e| origin.error("spec.resources.requests.storage", e))?;
+            let (bytes, text) = storage
+                .bytes()
+                .map_err(|e| origin.error("spec.resources.requests.storage", e))?;
             if bytes == size[i].0 && spec.volume_attributes_class_name == vac[i] {
                 self.listed.push(Listed {
                     label: "PersistentVolumeClaim".into(),

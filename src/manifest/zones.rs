@@ -10,9 +10,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Deserialize;
-
-use super::{Builder, ManifestError, NodeFacts, Origin, PodSpec, Result, Term, topology_requirement};
+use super::kinds::{NodeSelector, PodSpec, Requirement, SelectorTerm};
+use super::{Builder, ManifestError, NodeFacts, Origin, Result, Term, topology_requirement};
 use crate::cloud::local::default_zones;
 use crate::csi::{Topology, TopologyRequirement};
 use crate::topology::{OS_KEY, WELL_KNOWN_ZONE_KEY, ZONE_KEY, Zones};
@@ -40,40 +39,6 @@ impl DemoNode {
             ..Default::default()
         }
     }
-}
-
-#[derive(Deserialize, Debug, Default, Clone)]
-#[serde(rename_all = "camelCase", default)]
-pub(super) struct AffinityDoc {
-    node_affinity: Option<NodeAffinityDoc>,
-}
-
-#[derive(Deserialize, Debug, Default, Clone)]
-#[serde(rename_all = "camelCase", default)]
-struct NodeAffinityDoc {
-    required_during_scheduling_ignored_during_execution: Option<NodeSelector>,
-}
-
-/// A node selector (`nodeSelectorTerms`): any term must match.
-#[derive(Deserialize, Debug, Default, Clone)]
-#[serde(rename_all = "camelCase", default)]
-pub(super) struct NodeSelector {
-    node_selector_terms: Vec<SelectorTerm>,
-}
-
-#[derive(Deserialize, Debug, Default, Clone)]
-#[serde(rename_all = "camelCase", default)]
-struct SelectorTerm {
-    match_expressions: Vec<Requirement>,
-    match_fields: Vec<Requirement>,
-}
-
-#[derive(Deserialize, Debug, Default, Clone)]
-#[serde(default)]
-struct Requirement {
-    key: String,
-    operator: String,
-    values: Vec<String>,
 }
 
 impl Requirement {
