@@ -444,12 +444,29 @@ impl World {
     fn run_detached(&mut self, name: &str, config: serde_json::Value) -> String {
         let id = format!("{}-{name}", self.prefix);
         let bundle = self.bundle(&id, &config);
+        self.start_bundle(&id, &bundle);
+        id
+    }
+
+    /// kubelet's restart of a container that exited: stopped, removed, run again from its spec
+    /// in the same pod (the sandbox keeps the namespaces). The new container's id.
+    fn restart(&mut self, id: &str) -> String {
+        self.stop(id);
+        let _ = Command::new("runc").args(["delete", "--force", id]).status();
+        let bundle = self.dir().join("bundles").join(id);
+        let new = format!("{id}-r");
+        self.start_bundle(&new, &bundle);
+        new
+    }
+
+    fn start_bundle(&mut self, id: &str, bundle: &Path) {
+        let id = id.to_owned();
         std::fs::create_dir_all(self.dir().join("logs")).expect("logs dir");
         let log = File::create(self.log_path(&id)).expect("log file");
         self.containers.push(id.clone());
         let status = Command::new("runc")
             .args(["run", "-d", "--bundle"])
-            .arg(&bundle)
+            .arg(bundle)
             .arg(&id)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
@@ -457,7 +474,6 @@ impl World {
             .status()
             .expect("run runc");
         assert!(status.success(), "runc run {id}: {status}\n{}", self.log(&id));
-        id
     }
 
     /// `runc run` in the foreground: the container's exit status and output.
@@ -1348,7 +1364,7 @@ async fn local_overlay_pods_run_under_runc_with_kubelet_paths_and_sidecars() {
     let (node_port, node_probe_path) = http_probe(container(node_spec, "ebs-plugin"));
 
     // ---- the controller pod: the driver and its liveness probe ----
-    let ctrl_pod = start_pod(
+    let mut ctrl_pod = start_pod(
         &mut world,
         &images,
         controller,
@@ -1452,6 +1468,30 @@ async fn local_overlay_pods_run_under_runc_with_kubelet_paths_and_sidecars() {
         .into_inner()
         .publish_context;
     assert_eq!(world.our_loop_devices().len(), 1, "one loop device for the volume");
+
+    // The controller container restarts (an upgrade, an OOM kill) while the volume is attached:
+    // the attachment must still be its own, and the node must still find the device.
+    let restarted = world.restart(ctrl_pod.id("ebs-plugin"));
+    ctrl_pod.containers.insert("ebs-plugin".into(), restarted);
+    let mut ctrl = ControllerClient::new(connect(&socket, world.dir()).await);
+    ctrl.controller_publish_volume(ControllerPublishVolumeRequest {
+        volume_id: id.clone(),
+        node_id: node_info.node_id.clone(),
+        volume_capability: Some(cap.clone()),
+        volume_context: volume.volume_context.clone(),
+        ..Default::default()
+    })
+    .await
+    .expect("ControllerPublishVolume again, after the restart");
+    assert_eq!(
+        world.our_loop_devices().len(),
+        1,
+        "one loop device for the volume after the controller restarted"
+    );
+    step(
+        t0,
+        "the controller container restarted with the volume attached; the attachment is still its own",
+    );
     step(
         t0,
         &format!("CreateVolume {id}, ControllerPublishVolume: {publish_context:?}"),
