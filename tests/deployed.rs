@@ -207,7 +207,11 @@ struct Image {
 fn build_image(out: &Path) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/image.sh");
     let started = Instant::now();
-    let run = Command::new(&script)
+    // Bounded: mmdebstrap fetches from deb.debian.org on the first run. timeout(1) signals the
+    // script's whole process group.
+    let run = Command::new("timeout")
+        .args(["--kill-after=10", "900"])
+        .arg(&script)
         .arg("--binary")
         .arg(env!("CARGO_BIN_EXE_ebs-csi"))
         .arg("--out")
