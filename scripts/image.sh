@@ -58,6 +58,8 @@ fi
 cache="$target/image/cache"
 key=$(printf '%s\n%s\n' "$suite" "$packages" | sha256sum | cut -c1-16)
 rootfs_tar="$cache/rootfs-$suite-$key.tar"
+work=""
+trap 'rm -rf "$rootfs_tar.$$.tmp" ${work:+"$work"}' EXIT
 if [ ! -s "$rootfs_tar" ]; then
   echo "== mmdebstrap $suite: $packages"
   mkdir -p "$cache"
@@ -67,14 +69,13 @@ if [ ! -s "$rootfs_tar" ]; then
     --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' \
     --dpkgopt='path-exclude=/usr/share/info/*' \
-    --format=tar "$suite" "$rootfs_tar.tmp" http://deb.debian.org/debian
-  mv "$rootfs_tar.tmp" "$rootfs_tar"
+    --format=tar "$suite" "$rootfs_tar.$$.tmp" http://deb.debian.org/debian
+  mv "$rootfs_tar.$$.tmp" "$rootfs_tar"
 else
   echo "== root filesystem from the cache: $rootfs_tar"
 fi
 
 work=$(mktemp -d "$target/image/work.XXXXXX")
-trap 'rm -rf "$work"' EXIT
 layout="$work/layout"
 echo "== OCI image ebs-csi:$version"
 umoci init --layout "$layout"
