@@ -358,6 +358,8 @@ struct World {
     prefix: String,
     /// runc ids, in start order.
     containers: Vec<String>,
+    /// (device, inode) of the volume images seen.
+    images: Vec<(u64, u64)>,
     torn_down: bool,
 }
 
@@ -377,6 +379,7 @@ impl World {
             dir: Some(dir),
             prefix: format!("ebs-csi-deployed-{}", std::process::id()),
             containers: Vec::new(),
+            images: Vec::new(),
             torn_down: false,
         };
         // A mount of its own, shared, as / is on a systemd host: mounts the driver makes under a
@@ -545,16 +548,17 @@ impl World {
 
     /// Loop devices backed by the volume images under the host's /var/lib/ebs-csi, matched by
     /// inode: their backing-file name is the path in the container that attached them.
-    fn our_loop_devices(&self) -> Vec<String> {
+    fn our_loop_devices(&mut self) -> Vec<String> {
+        // Every image ever seen, so that a device whose image was deleted is still found.
         let volumes = self.host_path("/var/lib/ebs-csi/volumes");
-        let images: Vec<(u64, u64)> = std::fs::read_dir(&volumes)
-            .map(|d| {
-                d.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| (m.dev(), m.ino()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        for e in std::fs::read_dir(&volumes).into_iter().flatten().flatten() {
+            if let Ok(m) = e.metadata()
+                && !self.images.contains(&(m.dev(), m.ino()))
+            {
+                self.images.push((m.dev(), m.ino()));
+            }
+        }
+        let images = &self.images;
         let out = Command::new("losetup")
             .args(["--list", "--json", "--output", "NAME,BACK-INO,BACK-MAJ:MIN"])
             .output();
@@ -1473,6 +1477,11 @@ async fn local_overlay_pods_run_under_runc_with_kubelet_paths_and_sidecars() {
         .publish_context;
     assert_eq!(world.our_loop_devices().len(), 1, "one loop device for the volume");
 
+    step(
+        t0,
+        &format!("CreateVolume {id}, ControllerPublishVolume: {publish_context:?}"),
+    );
+
     // The controller container restarts (an upgrade, an OOM kill) while the volume is attached:
     // the attachment must still be its own, and the node must still find the device.
     let restarted = world.restart(ctrl_pod.id("ebs-plugin"));
@@ -1495,10 +1504,6 @@ async fn local_overlay_pods_run_under_runc_with_kubelet_paths_and_sidecars() {
     step(
         t0,
         "the controller container restarted with the volume attached; the attachment is still its own",
-    );
-    step(
-        t0,
-        &format!("CreateVolume {id}, ControllerPublishVolume: {publish_context:?}"),
     );
 
     // ---- kubelet: stage and publish at its paths ----
