@@ -1,5 +1,5 @@
 # ebs-csi's container image: the one binary, plus the tools the node service runs (mkfs, blkid,
-# resize2fs, xfs_growfs, e2fsck).
+# resize2fs, xfs_growfs, e2fsck), from deploy/image/packages.txt.
 #
 #   docker build -t ebs-csi:0.1.0 .
 #
@@ -15,10 +15,13 @@ WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin ebs-csi
 
+# scripts/image.sh builds the same runtime image without Docker: it reads the suite from the FROM
+# line below and the packages from deploy/image/packages.txt.
 FROM debian:trixie-slim
+COPY deploy/image/packages.txt /tmp/packages.txt
 RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        ca-certificates e2fsprogs xfsprogs util-linux mount \
-    && rm -rf /var/lib/apt/lists/*
+    && sed 's/#.*//' /tmp/packages.txt \
+        | DEBIAN_FRONTEND=noninteractive xargs apt-get install -y --no-install-recommends \
+    && rm -rf /var/lib/apt/lists/* /tmp/packages.txt
 COPY --from=builder /src/target/release/ebs-csi /usr/bin/ebs-csi
 ENTRYPOINT ["/usr/bin/ebs-csi"]

@@ -8,6 +8,10 @@ need_apt=()
 command -v losetup >/dev/null || need_apt+=(util-linux)
 command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
 command -v mkfs.xfs >/dev/null || need_apt+=(xfsprogs)
+# tests/deployed.rs: the image (scripts/image.sh) and the pods under a real container runtime.
+command -v runc >/dev/null || need_apt+=(runc)
+command -v mmdebstrap >/dev/null || need_apt+=(mmdebstrap)
+command -v umoci >/dev/null || need_apt+=(umoci)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]}"
   apt-get update -qq

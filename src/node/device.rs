@@ -59,7 +59,7 @@ impl LoopLocator {
         if let Some(dev) = hint
             && let Some(backing) = loopdev::backing_file(dev)
         {
-            if backing == image {
+            if loopdev::backs(dev, image) {
                 return Ok(Some(dev.to_owned()));
             }
             return Err(Error::FailedPrecondition(format!(
@@ -79,8 +79,7 @@ impl DeviceLocator for LoopLocator {
     }
 
     fn owns(&self, volume_id: &str, device: &Path) -> bool {
-        self.image(volume_id)
-            .is_ok_and(|image| loopdev::backing_file(device).is_some_and(|b| b == image))
+        self.image(volume_id).is_ok_and(|image| loopdev::backs(device, &image))
     }
 
     async fn locate(&self, volume_id: &str, publish_context: &HashMap<String, String>) -> Result<PathBuf> {

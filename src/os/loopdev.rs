@@ -3,6 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -10,6 +11,7 @@ use crate::error::{Error, Result};
 // From linux/loop.h.
 const LOOP_SET_FD: libc::c_ulong = 0x4C00;
 const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
 const LOOP_SET_CAPACITY: libc::c_ulong = 0x4C07;
 const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
 
@@ -68,7 +70,39 @@ fn list_in(sys_block: &Path) -> Result<Vec<LoopDevice>> {
 
 /// The loop devices whose backing file is `file`.
 pub fn find(file: &Path) -> Result<Vec<LoopDevice>> {
-    Ok(list()?.into_iter().filter(|l| l.backing_file == file).collect())
+    Ok(list()?
+        .into_iter()
+        .filter(|l| {
+            l.backing_file == file || (l.backing_file.file_name() == file.file_name() && same_file(&l.device, file))
+        })
+        .collect())
+}
+
+/// Whether `file` is the backing file of loop device `device`.
+pub fn backs(device: &Path, file: &Path) -> bool {
+    backing_file(device).is_some_and(|b| b == file || (b.file_name() == file.file_name() && same_file(device, file)))
+}
+
+/// The backing file's name in sysfs is its path as the attaching process saw it. Attached from a
+/// container whose mount has since gone (the controller pod restarted), it reads `/volumes/…`:
+/// then the loop driver's device and inode numbers say whether it is `file`.
+fn same_file(device: &Path, file: &Path) -> bool {
+    let Ok(meta) = std::fs::metadata(file) else {
+        return false;
+    };
+    let Ok(dev) = File::open(device) else {
+        return false;
+    };
+    // struct loop_info64 is 232 bytes: lo_device, lo_inode, then fields not read here.
+    let mut info = [0u64; 29];
+    // SAFETY: LOOP_GET_STATUS64 writes one struct loop_info64 into the buffer, which is its size.
+    if unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_GET_STATUS64 as _, info.as_mut_ptr()) } < 0 {
+        return false;
+    }
+    // lo_device is in the kernel's encoding of device numbers (new_encode_dev).
+    let d = info[0];
+    let (major, minor) = ((d >> 8) & 0xfff, (d & 0xff) | ((d >> 12) & 0xfff00));
+    libc::makedev(major as u32, minor as u32) == meta.dev() && info[1] == meta.ino()
 }
 
 /// The backing file of one loop device, if it has one.
@@ -113,16 +147,14 @@ pub async fn attach(file: &Path) -> Result<PathBuf> {
 /// Detaches a loop device. A device already gone (or bound to another file) is left alone;
 /// one still in use is detached by the kernel when its last user closes it.
 pub async fn detach(device: &Path, expected_backing: &Path) -> Result<()> {
-    match backing_file(device) {
-        Some(backing) if backing == expected_backing => {
-            let dev = open_rw(device)?;
-            match ioctl(&dev, LOOP_CLR_FD, 0) {
-                Ok(_) => Ok(()),
-                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(()), // already detached
-                Err(e) => Err(Error::internal(format!("cannot detach {}", device.display()), e)),
-            }
-        }
-        _ => Ok(()),
+    if !backs(device, expected_backing) {
+        return Ok(());
+    }
+    let dev = open_rw(device)?;
+    match ioctl(&dev, LOOP_CLR_FD, 0) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(()), // already detached
+        Err(e) => Err(Error::internal(format!("cannot detach {}", device.display()), e)),
     }
 }
 

@@ -16,7 +16,7 @@ impl Inner {
                 )));
             }
             let file = self.volume_path(&id);
-            if loopdev::backing_file(Path::new(&a.device)).as_deref() == Some(file.as_path()) {
+            if loopdev::backs(Path::new(&a.device), &file) {
                 return Ok(a.clone());
             }
         }
