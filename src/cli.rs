@@ -154,14 +154,20 @@ fn key_value(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{s:?} is not key=value"))
 }
 
-fn init_logging(format: LogFormat, verbosity: u8) {
+fn init_logging(format: LogFormat, verbosity: u8, sdk_debug: bool) {
     let level = match verbosity {
         0..=2 => "info",
         3..=4 => "debug",
         _ => "trace",
     };
+    // --aws-sdk-debug-log: the SDK's requests and responses (its crates log under these names).
+    let sdk = if sdk_debug {
+        ",aws_smithy_runtime=debug,aws_sdk_ec2=debug,aws_config=debug"
+    } else {
+        ""
+    };
     let filter =
-        EnvFilter::try_from_env("EBS_CSI_LOG").unwrap_or_else(|_| EnvFilter::new(format!("ebs_csi={level},warn")));
+        EnvFilter::try_from_env("EBS_CSI_LOG").unwrap_or_else(|_| EnvFilter::new(format!("ebs_csi={level},warn{sdk}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -404,7 +410,7 @@ pub async fn run() -> ExitCode {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Serve(args) => {
-            init_logging(args.logging_format, args.verbosity);
+            init_logging(args.logging_format, args.verbosity, args.aws_sdk_debug_log);
             match crate::server::serve(*args).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -71,6 +71,30 @@ pub struct ServeArgs {
     /// the gRPC caller sent no deadline (with one, the deadline less half a second bounds it).
     #[arg(long, default_value_t = 60)]
     pub cloud_retry_budget: u64,
+    /// How long the first change of a volume waits for others (a resize and a
+    /// VolumeAttributesClass change) to become one EC2 ModifyVolume with it, e.g. 2s or 500ms.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub modify_volume_request_handler_timeout: std::time::Duration,
+    /// Describe many volumes, instances and modifications in one EC2 call (aws); false sends one
+    /// call per object.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub batching: bool,
+    /// Text appended to the user agent of EC2 calls (aws).
+    #[arg(long)]
+    pub user_agent_extra: Option<String>,
+    /// Log the AWS SDK's requests and responses at debug level (aws).
+    #[arg(long)]
+    pub aws_sdk_debug_log: bool,
+    /// Attachments the node keeps for itself (the root disk, say): the attach limit it reports is
+    /// lowered by this many. Ignored when --volume-attach-limit is given.
+    #[arg(long)]
+    pub reserved_volume_attachments: Option<u32>,
+    /// Format xfs without bigtime, inobtcount and reflink, so kernels before 5.10 can mount it.
+    #[arg(long)]
+    pub legacy_xfs: bool,
+    /// Drop an invalid --extra-tags entry with a warning instead of refusing to start.
+    #[arg(long)]
+    pub warn_on_invalid_tag: bool,
     /// Serve Prometheus metrics (cloud API calls by operation) on this address, e.g. 0.0.0.0:3301.
     #[arg(long)]
     pub http_endpoint: Option<String>,
@@ -141,21 +165,33 @@ impl Endpoint {
 }
 
 /// `k=v,k=v` → tags; an empty string is no tags.
-pub fn parse_tags(text: &str) -> Result<BTreeMap<String, String>> {
+/// `--extra-tags`; with `warn_only` (`--warn-on-invalid-tag`) an invalid entry is logged and
+/// left out instead of stopping the driver.
+pub fn parse_tags(text: &str, warn_only: bool) -> Result<BTreeMap<String, String>> {
     let mut tags = BTreeMap::new();
     for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| Error::InvalidArgument(format!("extra tag {pair:?} is not key=value")))?;
-        let k = k.trim();
-        if k.is_empty() || k.len() > 128 || v.len() > 256 || k.to_ascii_lowercase().starts_with("aws:") {
-            return Err(Error::InvalidArgument(format!(
-                "extra tag {pair:?}: keys are 1–128 characters and may not start with aws:, values at most 256"
-            )));
+        match parse_tag(pair) {
+            Ok((k, v)) => {
+                tags.insert(k, v);
+            }
+            Err(e) if warn_only => tracing::warn!("{e}; left out (--warn-on-invalid-tag)"),
+            Err(e) => return Err(e),
         }
-        tags.insert(k.to_owned(), v.trim().to_owned());
     }
     Ok(tags)
+}
+
+fn parse_tag(pair: &str) -> Result<(String, String)> {
+    let (k, v) = pair
+        .split_once('=')
+        .ok_or_else(|| Error::InvalidArgument(format!("extra tag {pair:?} is not key=value")))?;
+    let k = k.trim();
+    if k.is_empty() || k.len() > 128 || v.len() > 256 || k.to_ascii_lowercase().starts_with("aws:") {
+        return Err(Error::InvalidArgument(format!(
+            "extra tag {pair:?}: keys are 1–128 characters and may not start with aws:, values at most 256"
+        )));
+    }
+    Ok((k.to_owned(), v.trim().to_owned()))
 }
 
 /// The host name, for a node id nobody gave.
@@ -198,11 +234,17 @@ mod tests {
 
     #[test]
     fn extra_tags() {
-        let t = parse_tags("a=1, team=storage").unwrap();
+        let t = parse_tags("a=1, team=storage", false).unwrap();
         assert_eq!(t.get("team").map(String::as_str), Some("storage"));
         assert_eq!(t.len(), 2);
-        assert!(parse_tags("").unwrap().is_empty());
-        assert!(parse_tags("novalue").is_err());
-        assert!(parse_tags("aws:x=1").is_err());
+        assert!(parse_tags("", false).unwrap().is_empty());
+        assert!(parse_tags("novalue", false).is_err());
+        assert!(parse_tags("aws:x=1", false).is_err());
+        // --warn-on-invalid-tag: the bad entries are left out, the good ones kept.
+        let t = parse_tags("team=storage,novalue,aws:x=1", true).unwrap();
+        assert_eq!(
+            t.into_iter().collect::<Vec<_>>(),
+            vec![("team".to_owned(), "storage".to_owned())]
+        );
     }
 }

@@ -59,7 +59,9 @@ async fn open_local(args: &ServeArgs, metrics: &Metrics) -> Result<Backend> {
         let me = Node {
             id,
             zone,
-            attach_limit: args.volume_attach_limit.unwrap_or(DEFAULT_ATTACH_LIMIT),
+            attach_limit: args
+                .volume_attach_limit
+                .unwrap_or(DEFAULT_ATTACH_LIMIT.saturating_sub(args.reserved_volume_attachments.unwrap_or(0))),
         };
         cloud.register_node(&me)?;
         metrics.add_collector(cloud.io_collector(&me.id));
@@ -108,9 +110,10 @@ async fn aws_node(args: &ServeArgs) -> Result<NodeIdentity> {
         }
     };
     check_node_id(&me.instance_id)?;
-    let attach_limit = args
-        .volume_attach_limit
-        .unwrap_or_else(|| crate::cloud::limits::attach_limit(&me.instance_type, me.enis, me.instance_store));
+    let attach_limit = args.volume_attach_limit.unwrap_or_else(|| {
+        crate::cloud::limits::attach_limit(&me.instance_type, me.enis, me.instance_store)
+            .saturating_sub(args.reserved_volume_attachments.unwrap_or(0))
+    });
     info!(node = %me.instance_id, zone = %me.zone, instance_type = %me.instance_type, attach_limit, "EC2 node");
     Ok(NodeIdentity {
         id: me.instance_id,
@@ -121,11 +124,16 @@ async fn aws_node(args: &ServeArgs) -> Result<NodeIdentity> {
 
 #[cfg(feature = "aws")]
 async fn aws_cloud(args: &ServeArgs, calls: Metrics) -> Result<Arc<dyn Cloud>> {
-    let policy = crate::cloud::aws::retry::Policy {
-        default_budget: Duration::from_secs(args.cloud_retry_budget),
-        ..Default::default()
+    let opts = crate::cloud::aws::AwsOptions {
+        policy: crate::cloud::aws::retry::Policy {
+            default_budget: Duration::from_secs(args.cloud_retry_budget),
+            ..Default::default()
+        },
+        modify_window: args.modify_volume_request_handler_timeout,
+        batching: args.batching,
+        user_agent_extra: args.user_agent_extra.clone().filter(|s| !s.is_empty()),
     };
-    Ok(Arc::new(crate::cloud::aws::AwsCloud::connect(calls, policy).await?))
+    Ok(Arc::new(crate::cloud::aws::AwsCloud::connect(calls, opts).await?))
 }
 
 #[cfg(not(feature = "aws"))]
@@ -285,7 +293,7 @@ async fn shutdown_signal() {
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let endpoint = Endpoint::parse(&args.endpoint)?;
-    let extra_tags = parse_tags(&args.extra_tags)?;
+    let extra_tags = parse_tags(&args.extra_tags, args.warn_on_invalid_tag)?;
     let calls = Metrics::default();
     let Backend { cloud, node } = match args.backend {
         BackendKind::Local => open_local(&args, &calls).await?,
@@ -315,7 +323,9 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         }))
         .add_service(identity)
         .add_optional_service(controller)
-        .add_optional_service(node.map(|(me, locator)| NodeServer::new(NodeService::new(me, locator))));
+        .add_optional_service(
+            node.map(|(me, locator)| NodeServer::new(NodeService::new(me, locator).with_legacy_xfs(args.legacy_xfs))),
+        );
     // Stop accepting on a signal, then wait for the calls in flight, not for idle connections.
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let stop = async move {

@@ -86,5 +86,6 @@ pub(super) fn parse_mkfs_options(context: &HashMap<String, String>) -> Result<fo
         number_of_inodes: number(context, "numberOfInodes")?,
         ext4_bigalloc: context.get("ext4BigAlloc").is_some_and(|v| v == "true"),
         ext4_cluster_size: number(context, "ext4ClusterSize")?,
+        legacy_xfs: false,
     })
 }

@@ -46,6 +46,7 @@ pub struct NodeService {
     me: NodeIdentity,
     locator: Arc<dyn DeviceLocator>,
     inflight: InFlight,
+    legacy_xfs: bool,
 }
 
 fn as_i64(n: u64) -> i64 {
@@ -58,7 +59,14 @@ impl NodeService {
             me,
             locator,
             inflight: InFlight::default(),
+            legacy_xfs: false,
         }
+    }
+
+    /// Formats xfs for kernels before 5.10 (`--legacy-xfs`).
+    pub fn with_legacy_xfs(mut self, legacy: bool) -> Self {
+        self.legacy_xfs = legacy;
+        self
     }
 
     /// A mount on the backend's store, or on a directory above it, would hide the store from

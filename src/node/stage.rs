@@ -77,7 +77,9 @@ impl NodeService {
         let formatted = match format::filesystem_of(&device).await? {
             None => {
                 info!(volume = %id, device = %device.display(), fs, "formatting a blank device");
-                format::mkfs(&fs, &device, &mkfs_options(&req.volume_context, fs_kind)?).await?;
+                let mut opts = mkfs_options(&req.volume_context, fs_kind)?;
+                opts.legacy_xfs = self.legacy_xfs;
+                format::mkfs(&fs, &device, &opts).await?;
                 true
             }
             Some(found) if found == fs => false,

@@ -86,6 +86,8 @@ pub struct MkfsOptions {
     pub number_of_inodes: Option<u64>,
     pub ext4_bigalloc: bool,
     pub ext4_cluster_size: Option<u32>,
+    /// xfs without bigtime, inobtcount and reflink (`--legacy-xfs`), for kernels before 5.10.
+    pub legacy_xfs: bool,
 }
 
 /// The mkfs program and arguments for `fs` on `device`. Options the filesystem cannot take are
@@ -155,6 +157,10 @@ pub fn mkfs_args(fs: &str, device: &Path, opts: &MkfsOptions) -> Result<(String,
             args.push("-f".into());
             add(&mut args, "-b", "blockSize", opts.block_size.map(u64::from), xfs_size)?;
             add(&mut args, "-i", "inodeSize", opts.inode_size.map(u64::from), xfs_size)?;
+            if opts.legacy_xfs {
+                args.push("-m".into());
+                args.push("bigtime=0,inobtcount=0,reflink=0".into());
+            }
         }
         other => {
             return Err(Error::InvalidArgument(format!(
@@ -215,6 +221,17 @@ mod tests {
     use std::io::{Seek, SeekFrom, Write};
 
     use super::*;
+
+    #[test]
+    fn legacy_xfs_turns_off_what_old_kernels_cannot_mount() {
+        let opts = MkfsOptions {
+            legacy_xfs: true,
+            ..Default::default()
+        };
+        let (_, args) = mkfs_args("xfs", Path::new("/dev/xvdb"), &opts).unwrap();
+        let args: Vec<_> = args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(args, ["-f", "-m", "bigtime=0,inobtcount=0,reflink=0", "/dev/xvdb"]);
+    }
     use crate::os::mount::scratch::Scratch;
 
     fn args(fs: &str, opts: &MkfsOptions) -> Result<(String, Vec<String>)> {

@@ -23,7 +23,7 @@ const WINDOW: Duration = Duration::from_millis(20);
 /// EC2's most values for one filter.
 const MAX_BATCH: usize = 200;
 
-type Fetch<T> =
+pub type Fetch<T> =
     Arc<dyn Fn(Vec<String>) -> Pin<Box<dyn Future<Output = Result<HashMap<String, T>>> + Send>> + Send + Sync>;
 type Waiter<T> = (String, oneshot::Sender<Result<Option<T>>>);
 /// What a batch waits for once its first id is asked for: [`WINDOW`] of the clock, or in the
@@ -40,14 +40,23 @@ impl<T: Clone + Send + 'static> Batcher<T> {
         Self::with_window(fetch, Arc::new(|| Box::pin(tokio::time::sleep(WINDOW))))
     }
 
+    /// One call per id, at once (`--batching=false`).
+    pub fn unbatched(fetch: Fetch<T>) -> Self {
+        Self::gathering(fetch, Arc::new(|| Box::pin(std::future::ready(()))), 1)
+    }
+
     /// As [`Batcher::new`], each batch gathering until `window` completes.
     fn with_window(fetch: Fetch<T>, window: Window) -> Self {
+        Self::gathering(fetch, window, MAX_BATCH)
+    }
+
+    fn gathering(fetch: Fetch<T>, window: Window, most: usize) -> Self {
         let (tx, mut rx) = mpsc::unbounded_channel::<Waiter<T>>();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 window().await;
                 let mut waiters = vec![first];
-                while waiters.len() < MAX_BATCH {
+                while waiters.len() < most {
                     match rx.try_recv() {
                         Ok(w) => waiters.push(w),
                         Err(_) => break,

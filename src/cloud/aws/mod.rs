@@ -37,6 +37,38 @@ use crate::ebs::{CLUSTER_TAG, SNAPSHOT_NAME_TAG, VOLUME_NAME_TAG, VolumeType};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
+/// How the aws backend talks to EC2 (`serve`'s flags, named as the Go driver's).
+#[derive(Clone, Debug)]
+pub struct AwsOptions {
+    pub policy: retry::Policy,
+    /// `--modify-volume-request-handler-timeout`: how long the first change of a volume waits
+    /// for others to become one ModifyVolume with it.
+    pub modify_window: Duration,
+    /// `--batching`: describes of many volumes, instances and modifications share one call.
+    pub batching: bool,
+    /// `--user-agent-extra`: appended to the user agent EC2 sees.
+    pub user_agent_extra: Option<String>,
+}
+
+impl Default for AwsOptions {
+    fn default() -> Self {
+        AwsOptions {
+            policy: retry::Policy::default(),
+            modify_window: Duration::from_secs(2),
+            batching: true,
+            user_agent_extra: None,
+        }
+    }
+}
+
+fn batcher<T: Clone + Send + 'static>(batching: bool, fetch: batch::Fetch<T>) -> Batcher<T> {
+    if batching {
+        Batcher::new(fetch)
+    } else {
+        Batcher::unbatched(fetch)
+    }
+}
+
 pub struct AwsCloud {
     ec2: Client,
     retrier: Arc<Retrier>,
@@ -55,6 +87,8 @@ pub struct AwsCloud {
     last_probe: Mutex<Option<Instant>>,
     /// Changes waiting to be sent as one ModifyVolume, by volume (see `change_volume`).
     pending: Pending,
+    /// See [`AwsOptions::modify_window`].
+    modify_window: Duration,
 }
 
 impl AwsCloud {
@@ -62,12 +96,20 @@ impl AwsCloud {
     /// AWS_ENDPOINT_URL(_EC2) override the endpoint.
     /// Transient failures are retried by `retry` (within each gRPC caller's deadline, through one
     /// adaptive rate limiter), so the SDK's own retries are off.
-    pub async fn connect(calls: Metrics, policy: retry::Policy) -> Result<Self> {
+    pub async fn connect(calls: Metrics, opts: AwsOptions) -> Result<Self> {
+        let policy = opts.policy;
+        let app = match &opts.user_agent_extra {
+            Some(extra) => format!("ebs-csi-{}-{extra}", env!("CARGO_PKG_VERSION")),
+            None => format!("ebs-csi-{}", env!("CARGO_PKG_VERSION")),
+        };
+        let app = aws_config::AppName::new(app).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "--user-agent-extra {:?} cannot go in a user agent ({e}); use letters, digits and !#$%&'*+-.^_`|~",
+                opts.user_agent_extra.as_deref().unwrap_or_default()
+            ))
+        })?;
         let config = aws_config::defaults(BehaviorVersion::latest())
-            .app_name(
-                aws_config::AppName::new(format!("ebs-csi-{}", env!("CARGO_PKG_VERSION")))
-                    .map_err(|e| Error::internal("app name", e))?,
-            )
+            .app_name(app)
             .retry_config(RetryConfig::disabled())
             .load()
             .await;
@@ -95,70 +137,79 @@ impl AwsCloud {
         info!(zones = ?zones, "connected to EC2");
         let volumes = {
             let (ec2, retrier) = (ec2.clone(), retrier.clone());
-            Batcher::new(Arc::new(move |ids: Vec<String>| {
-                let (ec2, retrier) = (ec2.clone(), retrier.clone());
-                Box::pin(async move {
-                    let out = retrier
-                        .send("DescribeVolumes", true, || {
-                            ec2.describe_volumes().filters(filter("volume-id", ids.clone())).send()
-                        })
-                        .await
-                        .map_err(|e| errors::map("describing volumes", e))?;
-                    Ok(out
-                        .volumes()
-                        .iter()
-                        .filter_map(|v| Some((v.volume_id()?.to_owned(), v.clone())))
-                        .collect())
-                })
-            }))
+            batcher(
+                opts.batching,
+                Arc::new(move |ids: Vec<String>| {
+                    let (ec2, retrier) = (ec2.clone(), retrier.clone());
+                    Box::pin(async move {
+                        let out = retrier
+                            .send("DescribeVolumes", true, || {
+                                ec2.describe_volumes().filters(filter("volume-id", ids.clone())).send()
+                            })
+                            .await
+                            .map_err(|e| errors::map("describing volumes", e))?;
+                        Ok(out
+                            .volumes()
+                            .iter()
+                            .filter_map(|v| Some((v.volume_id()?.to_owned(), v.clone())))
+                            .collect())
+                    })
+                }),
+            )
         };
         let instances = {
             let (ec2, retrier) = (ec2.clone(), retrier.clone());
-            Batcher::new(Arc::new(move |ids: Vec<String>| {
-                let (ec2, retrier) = (ec2.clone(), retrier.clone());
-                Box::pin(async move {
-                    let out = retrier
-                        .send("DescribeInstances", true, || {
-                            ec2.describe_instances()
-                                .filters(filter("instance-id", ids.clone()))
-                                .send()
-                        })
-                        .await
-                        .map_err(|e| errors::map("describing instances", e))?;
-                    Ok(out
-                        .reservations()
-                        .iter()
-                        .flat_map(|r| r.instances())
-                        .filter_map(|i| Some((i.instance_id()?.to_owned(), i.clone())))
-                        .collect())
-                })
-            }))
+            batcher(
+                opts.batching,
+                Arc::new(move |ids: Vec<String>| {
+                    let (ec2, retrier) = (ec2.clone(), retrier.clone());
+                    Box::pin(async move {
+                        let out = retrier
+                            .send("DescribeInstances", true, || {
+                                ec2.describe_instances()
+                                    .filters(filter("instance-id", ids.clone()))
+                                    .send()
+                            })
+                            .await
+                            .map_err(|e| errors::map("describing instances", e))?;
+                        Ok(out
+                            .reservations()
+                            .iter()
+                            .flat_map(|r| r.instances())
+                            .filter_map(|i| Some((i.instance_id()?.to_owned(), i.clone())))
+                            .collect())
+                    })
+                }),
+            )
         };
         let modifications = {
             let (ec2, retrier) = (ec2.clone(), retrier.clone());
-            Batcher::new(Arc::new(move |ids: Vec<String>| {
-                let (ec2, retrier) = (ec2.clone(), retrier.clone());
-                Box::pin(async move {
-                    let out = retrier
-                        .send("DescribeVolumesModifications", true, || {
-                            ec2.describe_volumes_modifications()
-                                .filters(filter("volume-id", ids.clone()))
-                                .send()
-                        })
-                        .await
-                        .map_err(|e| errors::map("describing volume modifications", e))?;
-                    // The newest modification of each volume.
-                    let mut newest: HashMap<String, ec2::VolumeModification> = HashMap::new();
-                    for m in out.volumes_modifications() {
-                        let Some(id) = m.volume_id() else { continue };
-                        let later = newest.get(id).is_none_or(|old| m.start_time() >= old.start_time());
-                        if later {
-                            newest.insert(id.to_owned(), m.clone());
+            batcher(
+                opts.batching,
+                Arc::new(move |ids: Vec<String>| {
+                    let (ec2, retrier) = (ec2.clone(), retrier.clone());
+                    Box::pin(async move {
+                        let out = retrier
+                            .send("DescribeVolumesModifications", true, || {
+                                ec2.describe_volumes_modifications()
+                                    .filters(filter("volume-id", ids.clone()))
+                                    .send()
+                            })
+                            .await
+                            .map_err(|e| errors::map("describing volume modifications", e))?;
+                        // The newest modification of each volume.
+                        let mut newest: HashMap<String, ec2::VolumeModification> = HashMap::new();
+                        for m in out.volumes_modifications() {
+                            let Some(id) = m.volume_id() else { continue };
+                            let later = newest.get(id).is_none_or(|old| m.start_time() >= old.start_time());
+                            if later {
+                                newest.insert(id.to_owned(), m.clone());
+                            }
                         }
-                    }
-                    Ok(newest)
-                })
-            }))
+                        Ok(newest)
+                    })
+                }),
+            )
         };
         Ok(AwsCloud {
             ec2,
@@ -173,6 +224,7 @@ impl AwsCloud {
             names: Mutex::new(HashMap::new()),
             last_probe: Mutex::new(Some(Instant::now())),
             pending: Pending::default(),
+            modify_window: opts.modify_window,
         })
     }
 }

@@ -11,9 +11,6 @@ pub(super) struct PendingChange {
     waiters: Vec<tokio::sync::oneshot::Sender<Result<()>>>,
 }
 
-/// How long the first change of a volume waits for others to merge with.
-pub(super) const MERGE_WINDOW: Duration = Duration::from_millis(500);
-
 pub(super) type ChangeWaiter = tokio::sync::oneshot::Sender<Result<()>>;
 
 /// The changes queued per volume. Whatever the timing, every change queued before the first
@@ -52,7 +49,7 @@ impl AwsCloud {
     pub(super) async fn change_volume(&self, id: &str, size: Option<u64>, change: Modification) -> Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if self.pending.queue(id, size, change, tx) {
-            tokio::time::sleep(MERGE_WINDOW).await;
+            tokio::time::sleep(self.modify_window).await;
             let merged = self.pending.take(id);
             let result = self.modify_volume(id, merged.size, &merged.change).await;
             for w in merged.waiters {

@@ -29,7 +29,7 @@ impl Inner {
                 continue;
             }
             let image = self.volume_path(&r.volume.id);
-            let Some(dev) = devices.iter().find(|d| d.backing_file == image) else {
+            let Some(dev) = devices.iter().find(|d| loopdev::backs(&d.device, &image)) else {
                 continue;
             };
             let name = dev.device.file_name().and_then(|n| n.to_str()).unwrap_or_default();
