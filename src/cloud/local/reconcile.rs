@@ -55,22 +55,23 @@ impl Inner {
         // Loop devices on our images that no record accounts for.
         let volumes_dir = self.dir.join("volumes");
         for l in loopdev::list()? {
-            if l.backing_file.parent() != Some(volumes_dir.as_path()) {
+            // The path sysfs gives is the attaching process's; a device attached from a container
+            // that has gone shows another path for the same image, so the file itself is compared.
+            let Some(name) = l.backing_file.file_name() else {
+                continue;
+            };
+            let image = volumes_dir.join(name);
+            if !loopdev::backs(&l.device, &image) {
                 continue;
             }
-            let id = l
-                .backing_file
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or_default()
-                .to_owned();
+            let id = image.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
             let wanted = match self.store.volume(&id)? {
                 Some(r) => r.state == VolumeState::Available && !r.volume.attachments.is_empty(),
                 None => false,
             };
             if !wanted {
                 warn!(device = %l.device.display(), volume = %id, "detaching a loop device no attachment accounts for");
-                loopdev::detach(&l.device, &l.backing_file).await?;
+                loopdev::detach(&l.device, &image).await?;
             }
         }
         Ok(())
