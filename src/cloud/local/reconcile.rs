@@ -64,7 +64,11 @@ impl Inner {
             if !loopdev::backs(&l.device, &image) {
                 continue;
             }
-            let id = image.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+            let id = image
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_owned();
             let wanted = match self.store.volume(&id)? {
                 Some(r) => r.state == VolumeState::Available && !r.volume.attachments.is_empty(),
                 None => false,
