@@ -57,14 +57,14 @@ fn statements(w: Workflows) -> Vec<Statement> {
         },
         Statement {
             sid: "CreateOnlyTagged",
-            actions: &["ec2:CreateVolume", "ec2:CreateSnapshot"],
+            actions: &["ec2:CreateVolume", "ec2:CreateSnapshot", "ec2:CopyVolumes"],
             resources: &[VOLUMES, SNAPSHOTS],
             condition: Some(json!({ "StringEquals": { "aws:RequestTag/ebs.csi.aws.com/cluster": "true" } })),
             why: "dynamic provisioning and snapshots: the new volume or snapshot must carry the cluster tag",
         },
         Statement {
             sid: "CreateFromSources",
-            actions: &["ec2:CreateVolume", "ec2:CreateSnapshot"],
+            actions: &["ec2:CreateVolume", "ec2:CreateSnapshot", "ec2:CopyVolumes"],
             resources: &[SNAPSHOTS, VOLUMES],
             condition: tagged(),
             why: "snapshots, restores and clones of volumes and snapshots this driver made",
@@ -73,7 +73,7 @@ fn statements(w: Workflows) -> Vec<Statement> {
             sid: "TagOnCreate",
             actions: &["ec2:CreateTags"],
             resources: &[VOLUMES, SNAPSHOTS],
-            condition: Some(json!({ "StringEquals": { "ec2:CreateAction": ["CreateVolume", "CreateSnapshot"] } })),
+            condition: Some(json!({ "StringEquals": { "ec2:CreateAction": ["CreateVolume", "CreateSnapshot", "CopyVolumes"] } })),
             why: "dynamic provisioning and snapshots: tags set in the same call that creates",
         },
         Statement {
@@ -411,7 +411,15 @@ mod tests {
                 ],
             ),
             (
-                "clone",
+                "clone (CopyVolumes)",
+                vec![
+                    create("ec2:CopyVolumes", NEW_VOL),
+                    check("ec2:CopyVolumes", VOL, OURS),
+                    tag_on("CopyVolumes", NEW_VOL),
+                ],
+            ),
+            (
+                "clone where EC2 has no CopyVolumes",
                 vec![
                     create("ec2:CreateSnapshot", NEW_SNAP),
                     check("ec2:CreateSnapshot", VOL, OURS),

@@ -699,3 +699,95 @@ async fn an_expand_and_a_modify_together_become_one_modify_volume() {
     assert_eq!(ev.volumes()[0].size(), Some(30));
     assert_eq!(ev.volumes()[0].iops(), Some(5000));
 }
+
+/// Clones go through EC2 CopyVolumes, answered by the tests' proxy (moto lacks the call; the
+/// proxy plays it as the EC2 API reference documents it, making the copy in moto): one call, no
+/// snapshot, the source's zone, the asked size and type, the driver's tags; a lost answer makes
+/// no second copy; a clone asked smaller than its source gets the source's size.
+#[tokio::test]
+async fn a_clone_is_one_copy_volumes_call() {
+    let moto = Moto::start();
+    let plan = HashMap::from([("CopyVolumes", vec![Fault::LoseResponse])]);
+    let proxy = FaultProxy::start(&moto.url, plan);
+    let instance = moto.instance("m5.large").await;
+    let mut d = aws_driver(&proxy.url, &instance, &[]).await;
+    let source = d
+        .controller
+        .create_volume(create_in_zone("pvc-source", 4, &[("type", "gp3")]))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    let clone_req = |name: &str, gib: i64| {
+        let mut r = create_in_zone(name, gib, &[("type", "gp3"), ("throughput", "250")]);
+        r.volume_content_source = Some(from_volume(&source.volume_id));
+        r
+    };
+
+    let clone = d
+        .controller
+        .create_volume(clone_req("pvc-clone", 6))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_ne!(clone.volume_id, source.volume_id);
+    assert_eq!(clone.capacity_bytes, 6 * GIB);
+    assert_eq!(clone.content_source, Some(from_volume(&source.volume_id)));
+    assert_eq!(
+        proxy.count("CopyVolumes"),
+        1,
+        "the lost answer was found by name, not sent again"
+    );
+    assert_eq!(proxy.count("CreateSnapshot"), 0, "no snapshot on the way");
+    let sent = &proxy.params("CopyVolumes")[0];
+    let param = |k: &str| sent.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    assert_eq!(param("SourceVolumeId"), Some(source.volume_id.as_str()));
+    assert_eq!(
+        (param("Size"), param("VolumeType"), param("Throughput")),
+        (Some("6"), Some("gp3"), Some("250"))
+    );
+
+    let copies = moto
+        .client()
+        .describe_volumes()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:CSIVolumeName")
+                .values("pvc-clone")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(copies.volumes().len(), 1, "one copy");
+    let copy = &copies.volumes()[0];
+    assert_eq!(copy.volume_id(), Some(clone.volume_id.as_str()));
+    assert_eq!((copy.availability_zone(), copy.size()), (Some(AZ), Some(6)));
+
+    // A repeat answers the same volume without another copy.
+    let again = d
+        .controller
+        .create_volume(clone_req("pvc-clone", 6))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(again.volume_id, clone.volume_id);
+    assert_eq!(proxy.count("CopyVolumes"), 1);
+
+    let small = d
+        .controller
+        .create_volume(clone_req("pvc-small-clone", 2))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap();
+    assert_eq!(small.capacity_bytes, 4 * GIB, "a copy is at least its source's size");
+    let sent = &proxy.params("CopyVolumes")[1];
+    assert!(sent.iter().any(|(k, v)| k == "Size" && v == "4"), "{sent:?}");
+}

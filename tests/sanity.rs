@@ -106,7 +106,10 @@ async fn csi_sanity_aws_controller_on_moto() {
     }
     let moto = Moto::start();
     let instance = moto.instance("m5.large").await;
-    let env = Moto::env(&moto.url);
+    // Through the tests' proxy, which answers CopyVolumes (csi-sanity clones volumes; moto lacks
+    // the call) and passes everything else to moto.
+    let proxy = FaultProxy::start(&moto.url, std::collections::HashMap::new());
+    let env = Moto::env(&proxy.url);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let driver = Driver::start_custom(
         &[

@@ -246,6 +246,137 @@ fn error_response(status: &str, code: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Sends `request`'s head (its signature and region) with another form body to moto; the
+/// response, whole.
+fn to_moto(upstream: &str, request: &[u8], body: &str) -> Option<Vec<u8>> {
+    let text = String::from_utf8_lossy(request);
+    let (head, _) = text.split_once("\r\n\r\n")?;
+    let head: Vec<&str> = head
+        .lines()
+        .filter(|l| !l.to_ascii_lowercase().starts_with("content-length:"))
+        .collect();
+    let message = format!(
+        "{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        head.join("\r\n"),
+        body.len()
+    );
+    let mut up = TcpStream::connect(upstream).ok()?;
+    up.write_all(message.as_bytes()).ok()?;
+    let mut response = Vec::new();
+    up.read_to_end(&mut response).ok()?;
+    Some(response)
+}
+
+/// The text of the first `<tag>…</tag>` in `xml`.
+fn xml_field<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let start = xml.find(&format!("<{tag}>"))? + tag.len() + 2;
+    let end = start + xml[start..].find(&format!("</{tag}>"))?;
+    Some(&xml[start..end])
+}
+
+/// EC2 CopyVolumes, which moto lacks, answered as the EC2 API reference documents it: a copy of
+/// the source in the source's zone, with its encryption, at least its size, with the request's
+/// type, IOPS, throughput, tags and client token; the answer's `volumeSet` holds the copy. The
+/// copy itself is made in moto with CreateVolume, so every later call sees it.
+fn copy_volumes(upstream: &str, request: &[u8], copies: &Mutex<HashMap<String, String>>) -> Vec<u8> {
+    let body = body_of(request);
+    let pairs: Vec<(String, String)> = body
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+        .collect();
+    let get = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+    let Some(source) = get("SourceVolumeId") else {
+        return error_response("400 Bad Request", "MissingParameter");
+    };
+    let describe = format!("Action=DescribeVolumes&Version=2016-11-15&VolumeId.1={source}");
+    let Some(found) = to_moto(upstream, request, &describe) else {
+        return error_response("500 Internal Server Error", "InternalError");
+    };
+    let found = String::from_utf8_lossy(&found).into_owned();
+    let (Some(zone), Some(size)) = (xml_field(&found, "availabilityZone"), xml_field(&found, "size")) else {
+        return error_response("400 Bad Request", "InvalidVolume.NotFound");
+    };
+    let source_size: u64 = size.parse().unwrap_or(0);
+    let size: u64 = get("Size").and_then(|s| s.parse().ok()).unwrap_or(source_size);
+    if size < source_size {
+        return error_response("400 Bad Request", "InvalidParameterValue");
+    }
+    let encrypted = xml_field(&found, "encrypted").unwrap_or("false");
+    let mut create =
+        format!("Action=CreateVolume&Version=2016-11-15&AvailabilityZone={zone}&Size={size}&Encrypted={encrypted}");
+    let passed = ["VolumeType", "Iops", "Throughput", "ClientToken", "MultiAttachEnabled"];
+    for (k, v) in &pairs {
+        if passed.contains(&k.as_str()) || k.starts_with("TagSpecification.") {
+            create.push_str(&format!("&{}={}", enc(k), enc(v)));
+        }
+    }
+    let Some(made) = to_moto(upstream, request, &create) else {
+        return error_response("500 Internal Server Error", "InternalError");
+    };
+    let made = String::from_utf8_lossy(&made).into_owned();
+    let Some((head, xml)) = made.split_once("\r\n\r\n") else {
+        return error_response("500 Internal Server Error", "InternalError");
+    };
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return made.into_bytes();
+    }
+    if let Some(id) = xml_field(xml, "volumeId") {
+        copies.lock().unwrap().insert(id.to_owned(), source.clone());
+    }
+    // CreateVolume's answer holds the volume's fields at its top level: they become one item,
+    // naming its source as EC2 does.
+    let inner = xml
+        .split_once("<CreateVolumeResponse")
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .and_then(|(_, rest)| rest.rsplit_once("</CreateVolumeResponse>"))
+        .map(|(fields, _)| fields)
+        .unwrap_or_default();
+    let inner = match (inner.find("<requestId>"), inner.find("</requestId>")) {
+        (Some(a), Some(b)) => format!("{}{}", &inner[..a], &inner[b + "</requestId>".len()..]),
+        _ => inner.to_owned(),
+    };
+    let answer = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><CopyVolumesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>copy-volumes-1</requestId><volumeSet><item><sourceVolumeId>{source}</sourceVolumeId>{inner}</item></volumeSet></CopyVolumesResponse>"
+    );
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+        answer.len()
+    )
+    .into_bytes()
+}
+
+/// DescribeVolumes as EC2 answers it for copies: each names its source volume.
+fn with_copy_sources(response: Vec<u8>, copies: &Mutex<HashMap<String, String>>) -> Vec<u8> {
+    let copies = copies.lock().unwrap();
+    if copies.is_empty() {
+        return response;
+    }
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let Some((head, mut xml)) = text.split_once("\r\n\r\n").map(|(h, x)| (h.to_owned(), x.to_owned())) else {
+        return response;
+    };
+    for (copy, source) in copies.iter() {
+        let tag = format!("<volumeId>{copy}</volumeId>");
+        xml = xml.replace(&tag, &format!("{tag}<sourceVolumeId>{source}</sourceVolumeId>"));
+    }
+    let head: Vec<&str> = head
+        .lines()
+        .filter(|l| !l.to_ascii_lowercase().starts_with("content-length:"))
+        .collect();
+    format!("{}\r\nContent-Length: {}\r\n\r\n{xml}", head.join("\r\n"), xml.len()).into_bytes()
+}
+
+/// Form encoding of one key or value.
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 impl FaultProxy {
     pub fn start(upstream: &str, plan: HashMap<&'static str, Vec<Fault>>) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -257,6 +388,8 @@ impl FaultProxy {
         let stop = Arc::new(AtomicUsize::new(0));
         let throttle_percent = Arc::new(AtomicUsize::new(0));
         let drawn = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        // Copies made by CopyVolumes, with their sources.
+        let copies: Arc<Mutex<HashMap<String, String>>> = Arc::new(Mutex::new(HashMap::new()));
         let (seen, bodies, halt) = (actions.clone(), requests.clone(), stop.clone());
         let rate = throttle_percent.clone();
         listener.set_nonblocking(true).unwrap();
@@ -268,7 +401,7 @@ impl FaultProxy {
                 };
                 let _ = conn.set_nonblocking(false);
                 let (upstream, seen, bodies, plan) = (upstream.clone(), seen.clone(), bodies.clone(), plan.clone());
-                let (rate, drawn) = (rate.clone(), drawn.clone());
+                let (rate, drawn, copies) = (rate.clone(), drawn.clone(), copies.clone());
                 std::thread::spawn(move || {
                     // One request per connection: the SDK opens another when this one closes.
                     let Some(request) = read_request(&mut conn) else { return };
@@ -297,6 +430,13 @@ impl FaultProxy {
                         }
                         _ => {}
                     }
+                    if action == "CopyVolumes" {
+                        let response = copy_volumes(&upstream, &request, &copies);
+                        if fault != Some(Fault::LoseResponse) {
+                            let _ = conn.write_all(&response);
+                        }
+                        return;
+                    }
                     let Ok(mut up) = TcpStream::connect(&upstream) else {
                         return;
                     };
@@ -310,6 +450,11 @@ impl FaultProxy {
                     if fault == Some(Fault::LoseResponse) {
                         return; // the work was done; the caller never hears of it
                     }
+                    let response = if action == "DescribeVolumes" {
+                        with_copy_sources(response, &copies)
+                    } else {
+                        response
+                    };
                     let _ = conn.write_all(&response);
                 });
             }

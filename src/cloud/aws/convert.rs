@@ -59,10 +59,16 @@ pub(super) fn to_volume(v: &ec2::Volume) -> Volume {
         kms_key_id: v.kms_key_id().map(str::to_owned),
         zone: v.availability_zone().unwrap_or_default().to_owned(),
         multi_attach: v.multi_attach_enabled().unwrap_or(false),
+        // A copy (CopyVolumes) names its source volume; a restore its snapshot.
         source: v
             .snapshot_id()
             .filter(|s| !s.is_empty())
-            .map(|s| VolumeSource::Snapshot(s.to_owned())),
+            .map(|s| VolumeSource::Snapshot(s.to_owned()))
+            .or_else(|| {
+                v.source_volume_id()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| VolumeSource::Volume(s.to_owned()))
+            }),
         tags,
         attachments,
         abnormal: (state == "error")

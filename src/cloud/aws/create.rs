@@ -47,6 +47,54 @@ impl AwsCloud {
         }
     }
 
+    /// A clone by EC2 CopyVolumes (same zone, at least the source's size, the source's
+    /// encryption). None when this EC2 does not offer the call, for the caller to go through a
+    /// snapshot instead.
+    pub(super) async fn copy_once(&self, name: &str, spec: &VolumeSpec, source: &str) -> Result<Option<ec2::Volume>> {
+        let token = format!("{:x}", Sha256::digest(name.as_bytes()));
+        let size = i32::try_from(spec.size_gib)
+            .map_err(|_| Error::OutOfRange(format!("{} GiB is too large", spec.size_gib)))?;
+        let mut req = self
+            .ec2
+            .copy_volumes()
+            .source_volume_id(source)
+            .size(size)
+            .volume_type(ec2::VolumeType::from(spec.volume_type.as_str()))
+            .set_iops(spec.iops.map(|i| i as i32))
+            .set_throughput(spec.throughput.map(|t| t as i32))
+            .client_token(token)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Volume)
+                    .set_tags(Some(ec2_tags(&spec.tags)))
+                    .build(),
+            );
+        if spec.multi_attach {
+            req = req.multi_attach_enabled(true);
+        }
+        let out = self.retrier.send("CopyVolumes", false, || req.clone().send()).await;
+        let copy = match out {
+            Ok(out) => out.volumes().first().cloned(),
+            Err(e) => {
+                if matches!(errors::code_of(&e), Some("InvalidAction" | "UnsupportedOperation")) {
+                    info!(source, "EC2 offers no CopyVolumes here; cloning through a snapshot");
+                    return Ok(None);
+                }
+                // A lost answer may have made the copy: it carries the name tag.
+                match self.find_by_name(name).await? {
+                    Some(v) => Some(v),
+                    None => return Err(errors::map(&format!("copying volume {source} as {name:?}"), e)),
+                }
+            }
+        };
+        let copy = copy.ok_or_else(|| Error::Internal(format!("CopyVolumes of {source} answered no volume")))?;
+        if matches!(copy.state(), Some(ec2::VolumeState::Available)) {
+            return Ok(Some(copy));
+        }
+        let id = copy.volume_id().unwrap_or_default().to_owned();
+        self.wait_available(&id).await.map(Some)
+    }
+
     pub(super) async fn create_once(
         &self,
         name: &str,

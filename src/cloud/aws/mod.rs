@@ -265,21 +265,31 @@ impl Cloud for AwsCloud {
         {
             return Ok(to_volume(&v));
         }
-        let (snapshot, temporary) = match &spec.source {
-            None => (None, None),
-            Some(VolumeSource::Snapshot(s)) => (Some(s.clone()), None),
-            Some(VolumeSource::Volume(src)) => {
-                let s = self.snapshot_for_clone(name, src).await?;
-                (Some(s.clone()), Some(s))
+        let copied = match &spec.source {
+            Some(VolumeSource::Volume(src)) => self.copy_once(name, spec, src).await?,
+            _ => None,
+        };
+        let v = match copied {
+            Some(v) => v,
+            None => {
+                let (snapshot, temporary) = match &spec.source {
+                    None => (None, None),
+                    Some(VolumeSource::Snapshot(s)) => (Some(s.clone()), None),
+                    // Where EC2 offers no CopyVolumes: through a snapshot of the source.
+                    Some(VolumeSource::Volume(src)) => {
+                        let s = self.snapshot_for_clone(name, src).await?;
+                        (Some(s.clone()), Some(s))
+                    }
+                };
+                let created = self.create_once(name, spec, snapshot.as_deref()).await;
+                if let Some(s) = temporary
+                    && let Err(e) = self.delete_snapshot(&s).await
+                {
+                    warn!(snapshot = %s, error = %e, "could not remove the temporary clone snapshot");
+                }
+                created?
             }
         };
-        let created = self.create_once(name, spec, snapshot.as_deref()).await;
-        if let Some(s) = temporary
-            && let Err(e) = self.delete_snapshot(&s).await
-        {
-            warn!(snapshot = %s, error = %e, "could not remove the temporary clone snapshot");
-        }
-        let v = created?;
         let id = v.volume_id().unwrap_or_default().to_owned();
         if matches!(v.state(), Some(ec2::VolumeState::Error)) {
             let _ = self.delete_volume(&id).await;
