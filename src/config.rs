@@ -95,6 +95,12 @@ pub struct ServeArgs {
     /// Drop an invalid --extra-tags entry with a warning instead of refusing to start.
     #[arg(long)]
     pub warn_on_invalid_tag: bool,
+    /// Serve the metrics over TLS with this PEM certificate chain (with --metrics-key-file).
+    #[arg(long, requires = "metrics_key_file")]
+    pub metrics_cert_file: Option<PathBuf>,
+    /// The PEM private key of --metrics-cert-file.
+    #[arg(long, requires = "metrics_cert_file")]
+    pub metrics_key_file: Option<PathBuf>,
     /// Serve Prometheus metrics (cloud API calls by operation) on this address, e.g. 0.0.0.0:3301.
     #[arg(long)]
     pub http_endpoint: Option<String>,

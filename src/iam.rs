@@ -73,7 +73,9 @@ fn statements(w: Workflows) -> Vec<Statement> {
             sid: "TagOnCreate",
             actions: &["ec2:CreateTags"],
             resources: &[VOLUMES, SNAPSHOTS],
-            condition: Some(json!({ "StringEquals": { "ec2:CreateAction": ["CreateVolume", "CreateSnapshot", "CopyVolumes"] } })),
+            condition: Some(
+                json!({ "StringEquals": { "ec2:CreateAction": ["CreateVolume", "CreateSnapshot", "CopyVolumes"] } }),
+            ),
             why: "dynamic provisioning and snapshots: tags set in the same call that creates",
         },
         Statement {

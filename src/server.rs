@@ -300,7 +300,11 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         BackendKind::Aws => open_aws(&args, calls.clone()).await?,
     };
     if let Some(addr) = &args.http_endpoint {
-        crate::metrics::serve(addr, calls.clone()).await?;
+        let tls = match (&args.metrics_cert_file, &args.metrics_key_file) {
+            (Some(cert), Some(key)) => Some(crate::metrics::server_config(cert, key)?),
+            _ => None,
+        };
+        crate::metrics::serve(addr, calls.clone(), tls).await?;
     }
 
     let identity = IdentityServer::new(IdentityService::new(args.driver_name.clone(), args.mode, cloud.clone()));

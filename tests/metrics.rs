@@ -203,3 +203,76 @@ async fn aws_reports_ec2_durations_and_errors_by_request() {
         .expect("delete");
     drop(d);
 }
+
+/// `--metrics-cert-file`/`--metrics-key-file`: the endpoint speaks TLS with that certificate
+/// (made here by the openssl command), and curl, trusting it, reads the metrics.
+#[tokio::test]
+async fn metrics_over_tls_with_the_given_certificate() {
+    for tool in ["openssl", "curl"] {
+        if std::process::Command::new(tool).arg("--version").output().is_err() {
+            eprintln!("SKIPPED: {tool} not found");
+            return;
+        }
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
+    let mut d = Driver::start(&[
+        "--http-endpoint",
+        &addr,
+        "--metrics-cert-file",
+        &cert_s,
+        "--metrics-key-file",
+        &key_s,
+    ])
+    .await;
+    d.identity.probe(ProbeRequest {}).await.expect("probe");
+
+    let url = format!("https://127.0.0.1:{port}/metrics");
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert", &cert_s, &url])
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        sample(
+            &text,
+            "ebs_csi_rpc_duration_seconds_count",
+            &[("method", "Probe"), ("code", "Ok")]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    // Plain HTTP gets no metrics from the TLS port.
+    let plain = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", &format!("http://127.0.0.1:{port}/metrics")])
+        .output()
+        .expect("curl runs");
+    assert!(
+        !String::from_utf8_lossy(&plain.stdout).contains("ebs_csi_rpc"),
+        "no metrics in clear text"
+    );
+    drop(d);
+}

@@ -4,6 +4,7 @@
 
 mod io;
 mod serve;
+mod tls;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use prometheus_client::registry::Registry;
 
 pub use self::io::{Attached, VolumeIo, VolumeIoCollector};
 pub use self::serve::serve;
+pub use self::tls::server_config;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Operation {
