@@ -71,6 +71,10 @@ pub enum Command {
         /// them (scripts/bench-aws-faults.sh).
         #[arg(long, requires = "aws_endpoint", value_name = "URL")]
         fault_proxy: Option<String>,
+        /// Also draw the measured distributions and scaling curves as SVG files in this directory
+        /// (the local run and the fault-proxy run).
+        #[arg(long, value_name = "DIR")]
+        svg: Option<std::path::PathBuf>,
     },
     /// Print the IAM documents the controller needs on AWS.
     Iam {
@@ -254,156 +258,6 @@ async fn client(endpoint: &str, call: Call) -> Result<(), Box<dyn std::error::Er
     Ok(())
 }
 
-async fn bench(existing: &[usize], samples: usize, cycles: usize) -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile_dir()?;
-    let result = async {
-        let figures = crate::bench::create_volume(&dir.join("create"), existing, samples).await?;
-        println!("CreateVolume on local, median of {samples} creates (1 GiB gp3), by volumes already in the store:");
-        let base = figures.first().map(|(_, d)| d.as_secs_f64()).unwrap_or(0.0);
-        for (size, median) in &figures {
-            let ratio = if base > 0.0 { median.as_secs_f64() / base } else { 0.0 };
-            println!(
-                "  {size:>7} existing: {:>8.3} ms  ({ratio:.2} x the first)",
-                median.as_secs_f64() * 1e3
-            );
-        }
-        let (driver, raw) = crate::bench::cycle(&dir.join("cycle"), cycles).await?;
-        println!(
-            "full cycle of a fresh 1 GiB ext4 volume, median of {cycles}: driver {:.1} ms, raw commands {:.1} ms ({:.2} x)",
-            driver.as_secs_f64() * 1e3,
-            raw.as_secs_f64() * 1e3,
-            driver.as_secs_f64() / raw.as_secs_f64().max(1e-9)
-        );
-        let rss = crate::bench::idle_rss_kib(&dir.join("rss")).await?;
-        println!(
-            "idle RSS of `serve --mode all --backend local`: {:.1} MiB",
-            rss as f64 / 1024.0
-        );
-        Ok::<(), crate::error::Error>(())
-    }
-    .await;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(result?)
-}
-
-#[cfg(feature = "aws")]
-async fn bench_aws(url: &str, callers: usize, operations: usize) -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile_dir()?;
-    let result = crate::bench::aws(&dir, url, callers, operations).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    let f = result?;
-    println!(
-        "aws backend against {url}: {} CreateVolume+DeleteVolume pairs, {} concurrent callers",
-        f.ops, f.callers
-    );
-    println!("  {:.1} create+delete per second", f.per_second);
-    println!(
-        "  {:.2} EC2 calls per create+delete: {:?}",
-        f.calls_per_create_delete, f.create_delete_calls
-    );
-    println!(
-        "  ControllerPublishVolume: {} EC2 calls; ControllerUnpublishVolume: {}",
-        f.publish_calls, f.unpublish_calls
-    );
-    println!(
-        "  controller RSS: {:.1} MiB idle ({:.1} MiB of it anonymous), {:.1} MiB peak under load",
-        f.idle_rss_kib as f64 / 1024.0,
-        f.idle_anon_kib as f64 / 1024.0,
-        f.peak_rss_kib as f64 / 1024.0
-    );
-    Ok(())
-}
-
-#[cfg(not(feature = "aws"))]
-async fn bench_aws(_url: &str, _callers: usize, _operations: usize) -> Result<(), Box<dyn std::error::Error>> {
-    Err("this ebs-csi was built without the aws feature".into())
-}
-
-#[cfg(feature = "aws")]
-async fn bench_aws_faults(
-    moto: &str,
-    proxy: &str,
-    callers: usize,
-    volumes: usize,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile_dir()?;
-    let result = crate::bench::aws_faults(&dir, moto, proxy, callers, volumes).await;
-    let _ = std::fs::remove_dir_all(&dir);
-    let f = result?;
-    let s = &f.proxy_settings;
-    let secs = |d: std::time::Duration| d.as_secs_f64();
-    println!(
-        "aws backend through the fault proxy {proxy} (moto at {moto}): {} CreateVolume, {} concurrent callers",
-        f.volumes, f.callers
-    );
-    println!(
-        "  proxy: +{} ms per call, {} % of calls throttled, {} % of CreateVolume answers lost, volumes creating for {} s",
-        s["latency_ms"], s["throttle_percent"], s["lose_create_percent"], s["creating_seconds"]
-    );
-    println!("  callers: a 10 s deadline per call (grpc-timeout); after an error 1 s, doubling, same name");
-    println!(
-        "  create latency, first attempt to answer: median {:.3} s, p90 {:.3} s, max {:.3} s",
-        secs(f.percentile(50.0)),
-        secs(f.percentile(90.0)),
-        secs(f.latencies.last().copied().unwrap_or_default())
-    );
-    let deciles: Vec<String> = (1..10)
-        .map(|d| format!("{:.2}", secs(f.percentile(d as f64 * 10.0))))
-        .collect();
-    println!("  deciles (s): {}", deciles.join(" "));
-    println!(
-        "  errors surfaced to the callers: {} {:?}",
-        f.errors_surfaced(),
-        f.errors
-    );
-    for (code, message) in &f.error_examples {
-        println!("    first {code}: {message}");
-    }
-    if f.failed > 0 {
-        println!("  names not created within the bench's attempts: {}", f.failed);
-    }
-    println!(
-        "  answered while the proxy still reported the volume creating: {}",
-        f.answered_creating
-    );
-    println!(
-        "  volumes in moto: {} duplicates, {} answered names missing",
-        f.duplicates, f.missing
-    );
-    println!(
-        "  driver: {} throttles, {} retries; EC2 calls {:?}",
-        f.throttles, f.retries, f.calls
-    );
-    println!(
-        "  proxy: {} calls, {} throttled, {} CreateVolume answers lost",
-        f.proxy_calls, f.proxy_throttled, f.proxy_lost
-    );
-    let available = s["creating_seconds"].as_f64().unwrap_or(0.0);
-    let met = f.errors_surfaced() == 0 && f.failed == 0 && secs(f.percentile(50.0)) <= available + 0.3;
-    println!(
-        "  target (0 errors surfaced, median within 0.3 s of {available} s): {}",
-        if met { "met" } else { "not met" }
-    );
-    Ok(())
-}
-
-#[cfg(not(feature = "aws"))]
-async fn bench_aws_faults(
-    _moto: &str,
-    _proxy: &str,
-    _callers: usize,
-    _volumes: usize,
-) -> Result<(), Box<dyn std::error::Error>> {
-    Err("this ebs-csi was built without the aws feature".into())
-}
-
-/// A fresh directory under the system temp dir.
-fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("ebs-csi-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
 /// Runs the command line `ebs-csi …` (the binary's whole main).
 pub async fn run() -> ExitCode {
     let matches = Cli::command().get_matches();
@@ -436,8 +290,9 @@ pub async fn run() -> ExitCode {
             fault_proxy: Some(proxy),
             callers,
             operations,
+            svg,
             ..
-        } => match bench_aws_faults(&url, &proxy, callers, operations).await {
+        } => match crate::bench::print_aws_faults(&url, &proxy, callers, operations, svg.as_deref()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ebs-csi: {e}");
@@ -449,7 +304,7 @@ pub async fn run() -> ExitCode {
             callers,
             operations,
             ..
-        } => match bench_aws(&url, callers, operations).await {
+        } => match crate::bench::print_aws(&url, callers, operations).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ebs-csi: {e}");
@@ -460,8 +315,9 @@ pub async fn run() -> ExitCode {
             existing,
             samples,
             cycles,
+            svg,
             ..
-        } => match bench(&existing, samples, cycles).await {
+        } => match crate::bench::print_local(&existing, samples, cycles, svg.as_deref()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ebs-csi: {e}");

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod node;
 pub mod os;
 pub mod params;
+pub mod progress;
 pub mod rpc;
 pub mod server;
 pub mod topology;

@@ -1,15 +1,18 @@
 //! `ebs-csi bench`: the figures docs/benchmarks.md records. Each run makes its own data dir
 //! and cleans it up.
 
+pub mod charts;
 #[cfg(feature = "aws")]
 mod faults;
 #[cfg(feature = "aws")]
 mod on_aws;
+mod report;
 
 #[cfg(feature = "aws")]
 pub use self::faults::{FaultFigures, aws_faults};
 #[cfg(feature = "aws")]
 pub use self::on_aws::{AwsFigures, aws};
+pub use self::report::{print_aws, print_aws_faults, print_local};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -21,6 +24,7 @@ use crate::csi::controller_server::Controller;
 use crate::csi::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
 use crate::csi::*;
 use crate::error::{Error, Result};
+use crate::progress::Progress;
 
 /// A single-node mount capability, with `fs_type` ("" leaves the choice to the driver).
 fn mount_capability(fs_type: &str) -> VolumeCapability {
@@ -55,29 +59,35 @@ async fn create(svc: &ControllerService, name: String) -> Result<Duration> {
     Ok(start.elapsed())
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples.get(samples.len() / 2).copied().unwrap_or_default()
-}
-
-/// CreateVolume's median latency (through the controller service, on the local backend) when
-/// the store already holds each of `sizes` volumes; `samples` creates are timed at each size.
-pub async fn create_volume(dir: &Path, sizes: &[usize], samples: usize) -> Result<Vec<(usize, Duration)>> {
+/// CreateVolume's latencies (through the controller service, on the local backend) when the
+/// store already holds each of `sizes` volumes; `samples` creates are timed at each size.
+pub async fn create_volume(dir: &Path, sizes: &[usize], samples: usize) -> Result<Vec<(usize, Vec<Duration>)>> {
     let cloud = Arc::new(LocalCloud::open(dir, Vec::new())?);
     let svc = ControllerService::new(cloud, Options::default());
+    // Each size first fills the store up to it (unless the samples already did), then times.
+    let (mut total, mut filled) = (0usize, 0usize);
+    for &size in sizes {
+        total += size.saturating_sub(filled) + samples;
+        filled = filled.max(size) + samples;
+    }
+    let progress = Progress::new("CreateVolume", total as u64);
     let mut existing = 0usize;
     let mut out = Vec::new();
     for &size in sizes {
+        progress.say(format!("filling the store to {size}"));
         while existing < size {
             create(&svc, format!("fill-{existing}")).await?;
             existing += 1;
+            progress.step();
         }
+        progress.say(format!("timing at {size} existing"));
         let mut times = Vec::with_capacity(samples);
         for n in 0..samples {
             times.push(create(&svc, format!("sample-{size}-{n}")).await?);
+            progress.step();
         }
         existing += samples;
-        out.push((size, median(times)));
+        out.push((size, times));
     }
     Ok(out)
 }
@@ -247,21 +257,23 @@ async fn raw_cycle(root: &Path, n: usize) -> Result<Duration> {
     Ok(start.elapsed())
 }
 
-/// Median cycle time through the driver and with raw commands, interleaved run by run so both
-/// see the same machine.
-pub async fn cycle(dir: &Path, runs: usize) -> Result<(Duration, Duration)> {
+/// Cycle times through the driver and with raw commands, interleaved run by run so both see
+/// the same machine.
+pub async fn cycle(dir: &Path, runs: usize) -> Result<(Vec<Duration>, Vec<Duration>)> {
     let served = Served::start(dir).await?;
     let channel = crate::client::connect(&served.endpoint).await?;
     let mut controller = crate::csi::controller_client::ControllerClient::new(channel.clone());
     let mut node = crate::csi::node_client::NodeClient::new(channel);
     let root = dir.join("mnt");
     std::fs::create_dir_all(&root).map_err(|e| Error::internal("mkdir", e))?;
+    let progress = Progress::new("full volume cycles", runs as u64);
     let (mut driver, mut raw) = (Vec::new(), Vec::new());
     for n in 0..runs {
         driver.push(driver_cycle(&mut controller, &mut node, &root, n).await?);
         raw.push(raw_cycle(&root, n).await?);
+        progress.step();
     }
-    Ok((median(driver), median(raw)))
+    Ok((driver, raw))
 }
 
 /// A process's resident memory in KiB (0 when /proc does not say).

@@ -91,7 +91,9 @@ impl Player {
             node: NodeClient::new(channel),
             root: dir.join("root"),
             made: Vec::new(),
-            report: Report::new(),
+            report: Report::new(
+                plan.claims.len() + plan.snapshots.len() + plan.workloads.iter().map(|w| w.pods.len()).sum::<usize>(),
+            ),
             volumes: (0..plan.claims.len()).map(|_| None).collect(),
             snapshots: vec![None; plan.snapshots.len()],
             nodes: vec![plan.node.clone()],

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
+use crate::progress::Progress;
+
 use crate::ebs::VolumeType;
 use crate::manifest::Listed;
 
@@ -213,20 +215,36 @@ pub(super) enum Event<'a> {
 /// The terminal: each event as its step line, timed from the start.
 pub(super) struct Report {
     started: Instant,
+    /// For YAML with many objects, a spinner under the lines counting the steps (on a terminal).
+    progress: Option<Progress>,
 }
 
+/// Claims, pods and snapshots from which a demo shows progress.
+const MANY: usize = 20;
+
 impl Report {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(objects: usize) -> Self {
         Report {
             started: Instant::now(),
+            progress: (objects >= MANY).then(|| Progress::steps("demo")),
         }
     }
 
     fn line(&self, name: &str, state: &str, facts: &str) {
-        println!(
-            "{:>7.2}s  {name:<26} {state:<11} {facts}",
-            self.started.elapsed().as_secs_f64()
-        );
+        let print = || {
+            println!(
+                "{:>7.2}s  {name:<26} {state:<11} {facts}",
+                self.started.elapsed().as_secs_f64()
+            )
+        };
+        match &self.progress {
+            Some(p) => {
+                p.suspend(print);
+                p.step();
+                p.say(format!("{name} {facts}"));
+            }
+            None => print(),
+        }
     }
 
     pub(super) fn show(&self, event: Event<'_>) {
@@ -463,10 +481,16 @@ impl Report {
 
     /// The last line of a demo that worked and cleaned up.
     pub(super) fn all_worked(&self) {
-        println!(
-            "{:>7.2}s  all steps worked; nothing left mounted or attached",
-            self.started.elapsed().as_secs_f64()
-        );
+        let print = || {
+            println!(
+                "{:>7.2}s  all steps worked; nothing left mounted or attached",
+                self.started.elapsed().as_secs_f64()
+            )
+        };
+        match &self.progress {
+            Some(p) => p.suspend(print),
+            None => print(),
+        }
     }
 }
 
