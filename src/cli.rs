@@ -82,7 +82,7 @@ pub enum Command {
         #[arg(long, global = true)]
         json: bool,
         #[command(subcommand)]
-        call: crate::client::Call,
+        call: Box<crate::client::Call>,
     },
 }
 
@@ -384,6 +384,6 @@ pub async fn run() -> ExitCode {
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
             ExitCode::SUCCESS
         }
-        Command::Client { endpoint, json, call } => crate::client::run(&endpoint, json, call).await,
+        Command::Client { endpoint, json, call } => crate::client::run(&endpoint, json, *call).await,
     }
 }

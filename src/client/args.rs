@@ -183,7 +183,9 @@ pub struct SourceArgs {
 impl SourceArgs {
     pub fn source(&self) -> Option<VolumeContentSource> {
         let t = match (&self.from_snapshot, &self.from_volume) {
-            (Some(id), _) => SourceType::Snapshot(SnapshotSource { snapshot_id: id.clone() }),
+            (Some(id), _) => SourceType::Snapshot(SnapshotSource {
+                snapshot_id: id.clone(),
+            }),
             (None, Some(id)) => SourceType::Volume(VolumeSource { volume_id: id.clone() }),
             (None, None) => return None,
         };

@@ -318,13 +318,11 @@ pub async fn call(channel: Channel, call: Call) -> Result<Printed, Failure> {
             let names: Vec<String> = r
                 .capabilities
                 .iter()
-                .filter_map(|cap| match &cap.r#type {
-                    Some(CapType::Rpc(r)) => Some(
-                        rpc::Type::try_from(r.r#type)
-                            .map(|t| t.as_str_name().to_owned())
-                            .unwrap_or_else(|_| r.r#type.to_string()),
-                    ),
-                    None => None,
+                .filter_map(|cap| cap.r#type.as_ref())
+                .map(|CapType::Rpc(r)| {
+                    rpc::Type::try_from(r.r#type)
+                        .map(|t| t.as_str_name().to_owned())
+                        .unwrap_or_else(|_| r.r#type.to_string())
                 })
                 .collect();
             capabilities(names)
@@ -459,8 +457,9 @@ pub async fn call(channel: Channel, call: Call) -> Result<Printed, Failure> {
             };
             let r = c.controller_list_volume_health(req).await?.into_inner();
             let mut human: String = r.entries.iter().map(show::health).collect();
+            // Drivers list only the volumes with a condition (CSI suggests leaving out healthy ones).
             if r.entries.is_empty() {
-                human.push_str("no volumes\n");
+                human.push_str("no unhealthy volumes\n");
             }
             human.push_str(&show::next_token(&r.next_token));
             let entries: Vec<Value> = r.entries.iter().map(output::health).collect();

@@ -60,7 +60,7 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_UNREACHABLE: u8 = 3;
 
 /// Why a client call did not print a result.
-pub(crate) enum Failure {
+pub enum Failure {
     /// The driver answered with this status.
     Status(tonic::Status),
     /// Local input (a secrets file, a flag's value) is unusable.
@@ -78,7 +78,9 @@ impl From<tonic::Status> for Failure {
 /// stderr as `ebs-csi: <gRPC code>: <message>`.
 pub async fn run(endpoint: &str, json: bool, call: Call) -> ExitCode {
     let result = async {
-        let channel = connect(endpoint).await.map_err(|e| Failure::Unreachable(e.to_string()))?;
+        let channel = connect(endpoint)
+            .await
+            .map_err(|e| Failure::Unreachable(e.to_string()))?;
         match call {
             Call::Identity(c) => identity::call(channel, c).await,
             Call::Controller(c) => controller::call(channel, c).await,

@@ -15,6 +15,8 @@ use crate::csi::node_client::NodeClient;
 use crate::csi::node_service_capability::{Type as CapType, rpc};
 use crate::csi::*;
 
+// The subcommands are the RPCs' names, which all start with `Node`.
+#[allow(clippy::enum_variant_names)]
 #[derive(Subcommand)]
 pub enum Call {
     /// NodeStageVolume: format the attached device if blank and mount it at the staging path.
@@ -272,13 +274,11 @@ pub async fn call(channel: Channel, call: Call) -> Result<Printed, Failure> {
             let names = r
                 .capabilities
                 .iter()
-                .filter_map(|cap| match &cap.r#type {
-                    Some(CapType::Rpc(r)) => Some(
-                        rpc::Type::try_from(r.r#type)
-                            .map(|t| t.as_str_name().to_owned())
-                            .unwrap_or_else(|_| r.r#type.to_string()),
-                    ),
-                    None => None,
+                .filter_map(|cap| cap.r#type.as_ref())
+                .map(|CapType::Rpc(r)| {
+                    rpc::Type::try_from(r.r#type)
+                        .map(|t| t.as_str_name().to_owned())
+                        .unwrap_or_else(|_| r.r#type.to_string())
                 })
                 .collect();
             capabilities(names)

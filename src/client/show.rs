@@ -8,20 +8,16 @@ use crate::csi::volume_capability::AccessType;
 use crate::csi::volume_content_source::Type as SourceType;
 use crate::csi::*;
 
-/// A size in the largest binary unit that divides it, with the bytes when that is not exact.
+/// A size in the largest binary unit it reaches, with the bytes when that is not exact.
 pub fn size(bytes: i64) -> String {
     const UNITS: [(&str, i64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
-    if bytes == 0 {
-        return "0 bytes".into();
-    }
     for (name, unit) in UNITS {
-        if bytes % unit == 0 {
-            return format!("{} {name}", bytes / unit);
-        }
-    }
-    for (name, unit) in UNITS {
-        if bytes.abs() >= unit {
-            return format!("{:.1} {name} ({bytes} bytes)", bytes as f64 / unit as f64);
+        if bytes.unsigned_abs() >= unit.unsigned_abs() {
+            return if bytes % unit == 0 {
+                format!("{} {name}", bytes / unit)
+            } else {
+                format!("{:.1} {name} ({bytes} bytes)", bytes as f64 / unit as f64)
+            };
         }
     }
     format!("{bytes} bytes")
@@ -37,10 +33,7 @@ pub fn pairs(m: &HashMap<String, String>) -> String {
 }
 
 pub fn topologies(ts: &[Topology]) -> String {
-    ts.iter()
-        .map(|t| pairs(&t.segments))
-        .collect::<Vec<_>>()
-        .join("; ")
+    ts.iter().map(|t| pairs(&t.segments)).collect::<Vec<_>>().join("; ")
 }
 
 pub fn capability(c: &VolumeCapability) -> String {
@@ -88,7 +81,11 @@ pub fn volume(v: &Volume, published_on: Option<&[String]>) -> String {
         let _ = writeln!(s, "  context: {}", pairs(&v.volume_context));
     }
     if let Some(nodes) = published_on {
-        let nodes = if nodes.is_empty() { "none".to_owned() } else { nodes.join(", ") };
+        let nodes = if nodes.is_empty() {
+            "none".to_owned()
+        } else {
+            nodes.join(", ")
+        };
         let _ = writeln!(s, "  published on: {nodes}");
     }
     s
@@ -131,5 +128,22 @@ pub fn next_token(token: &str) -> String {
         String::new()
     } else {
         format!("next token: {token}\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size;
+
+    #[test]
+    fn sizes_read_in_the_largest_unit_reached() {
+        assert_eq!(size(0), "0 bytes");
+        assert_eq!(size(512), "512 bytes");
+        assert_eq!(size(10 << 30), "10 GiB");
+        assert_eq!(size(512 << 20), "512 MiB");
+        assert_eq!(size(64 << 40), "64 TiB");
+        assert_eq!(size((3 << 30) / 2), "1.5 GiB (1610612736 bytes)");
+        assert_eq!(size(i64::MIN), "-8388608 TiB");
+        assert_eq!(size(-1), "-1 bytes");
     }
 }
