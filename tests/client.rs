@@ -573,3 +573,58 @@ async fn a_volume_is_staged_published_measured_grown_and_taken_down_on_the_node(
     );
     ok(&d, &["controller-unpublish-volume", &id, NODE]);
 }
+
+#[tokio::test]
+async fn a_raw_block_volume_is_published_read_only_as_a_device_file() {
+    use std::os::unix::fs::FileTypeExt;
+    let d = Driver::start(&[]).await;
+    let id = create(&d, "pvc-raw", "1");
+    let j = json(&d, &["controller-publish-volume", &id, NODE, "--block"]);
+    let publish_context = format!(
+        "devicePath={}",
+        j["publish_context"]["devicePath"].as_str().expect("a device")
+    );
+    let staging = d.staging_path(&id);
+    let target = d.target_path("pod-raw", "pvc-raw", true);
+    let cap = ["--block", "--access-mode", "single-node-reader-only"];
+    let mut stage = vec![
+        "node-stage-volume",
+        &id,
+        "--staging-target-path",
+        &staging,
+        "--publish-context",
+        &publish_context,
+    ];
+    stage.extend(cap);
+    ok(&d, &stage);
+    let mut publish = vec![
+        "node-publish-volume",
+        &id,
+        "--staging-target-path",
+        &staging,
+        "--target-path",
+        &target,
+        "--publish-context",
+        &publish_context,
+        "--readonly",
+    ];
+    publish.extend(cap);
+    assert_eq!(ok(&d, &publish), format!("published {id} at {target} read-only\n"));
+    let meta = std::fs::metadata(&target).expect("the device file");
+    assert!(meta.file_type().is_block_device(), "{meta:?}");
+    // Published as a mount volume instead: nothing was staged as a filesystem.
+    let mut mount = publish.clone();
+    mount.truncate(mount.len() - cap.len());
+    let err = refused(&d, &mount, "FailedPrecondition");
+    assert!(err.contains("NodeStageVolume first"), "{err}");
+
+    ok(&d, &["node-unpublish-volume", &id, "--target-path", &target]);
+    assert!(!std::path::Path::new(&target).exists());
+    ok(&d, &["node-unstage-volume", &id, "--staging-target-path", &staging]);
+    ok(&d, &["controller-unpublish-volume", &id, NODE]);
+    assert!(
+        mounts_under(d.dir.path()).is_empty(),
+        "{:?}",
+        mounts_under(d.dir.path())
+    );
+}
