@@ -1,16 +1,11 @@
 //! The command line: `serve`, `demo`, `bench`, `client`.
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, ServeArgs};
-use crate::csi::controller_client::ControllerClient;
-use crate::csi::identity_client::IdentityClient;
-use crate::csi::volume_capability::{AccessMode, AccessType, MountVolume, access_mode::Mode};
-use crate::csi::*;
 
 #[derive(Parser)]
 #[command(name = "ebs-csi", version, about = "A CSI driver for EBS-style block volumes")]
@@ -81,12 +76,17 @@ pub enum Command {
         #[command(subcommand)]
         document: IamDocument,
     },
-    /// Call a running driver: a few CSI calls, for trying it by hand.
+    /// Call a running driver: any CSI call of the Identity, Controller and Node services.
+    /// Exit status: 0 done, 1 the driver answered with an error (its gRPC code and message on
+    /// stderr), 2 a wrong command line or secrets file, 3 the endpoint could not be reached.
     Client {
-        #[arg(long, default_value = "unix:///csi/csi.sock")]
+        #[arg(long, global = true, default_value = "unix:///csi/csi.sock")]
         endpoint: String,
+        /// Print the answer as JSON (the response's fields) instead of text.
+        #[arg(long, global = true)]
+        json: bool,
         #[command(subcommand)]
-        call: Call,
+        call: Box<crate::client::Call>,
     },
 }
 
@@ -123,41 +123,6 @@ pub enum IamDocument {
     },
 }
 
-#[derive(Subcommand)]
-pub enum Call {
-    /// GetPluginInfo and Probe.
-    Info,
-    /// CreateVolume, with StorageClass parameters as key=value.
-    CreateVolume {
-        name: String,
-        /// Size in GiB.
-        #[arg(long, default_value_t = 10)]
-        size_gib: i64,
-        #[arg(long = "parameter", short = 'p', value_parser = key_value)]
-        parameters: Vec<(String, String)>,
-    },
-    DeleteVolume {
-        volume_id: String,
-    },
-    ListVolumes,
-    /// ControllerPublishVolume (attach to a node).
-    Publish {
-        volume_id: String,
-        node_id: String,
-    },
-    /// ControllerUnpublishVolume (detach from a node).
-    Unpublish {
-        volume_id: String,
-        node_id: String,
-    },
-}
-
-fn key_value(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .ok_or_else(|| format!("{s:?} is not key=value"))
-}
-
 fn init_logging(format: LogFormat, verbosity: u8, sdk_debug: bool) {
     let level = match verbosity {
         0..=2 => "info",
@@ -179,83 +144,6 @@ fn init_logging(format: LogFormat, verbosity: u8, sdk_debug: bool) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
-}
-
-fn mount_capability() -> VolumeCapability {
-    VolumeCapability {
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter as i32,
-        }),
-        access_type: Some(AccessType::Mount(MountVolume::default())),
-    }
-}
-
-async fn client(endpoint: &str, call: Call) -> Result<(), Box<dyn std::error::Error>> {
-    let channel = crate::client::connect(endpoint).await?;
-    let mut identity = IdentityClient::new(channel.clone());
-    let mut controller = ControllerClient::new(channel);
-    let out = match call {
-        Call::Info => {
-            let info = identity.get_plugin_info(GetPluginInfoRequest {}).await?.into_inner();
-            let probe = identity.probe(ProbeRequest {}).await?.into_inner();
-            format!("{info:#?}\n{probe:#?}")
-        }
-        Call::CreateVolume {
-            name,
-            size_gib,
-            parameters,
-        } => {
-            let req = CreateVolumeRequest {
-                name,
-                capacity_range: Some(CapacityRange {
-                    required_bytes: size_gib << 30,
-                    limit_bytes: 0,
-                }),
-                volume_capabilities: vec![mount_capability()],
-                parameters: parameters.into_iter().collect::<HashMap<_, _>>(),
-                ..Default::default()
-            };
-            format!("{:#?}", controller.create_volume(req).await?.into_inner())
-        }
-        Call::DeleteVolume { volume_id } => {
-            format!(
-                "{:#?}",
-                controller
-                    .delete_volume(DeleteVolumeRequest {
-                        volume_id,
-                        ..Default::default()
-                    })
-                    .await?
-                    .into_inner()
-            )
-        }
-        Call::ListVolumes => format!(
-            "{:#?}",
-            controller
-                .list_volumes(ListVolumesRequest::default())
-                .await?
-                .into_inner()
-        ),
-        Call::Publish { volume_id, node_id } => {
-            let req = ControllerPublishVolumeRequest {
-                volume_id,
-                node_id,
-                volume_capability: Some(mount_capability()),
-                ..Default::default()
-            };
-            format!("{:#?}", controller.controller_publish_volume(req).await?.into_inner())
-        }
-        Call::Unpublish { volume_id, node_id } => {
-            let req = ControllerUnpublishVolumeRequest {
-                volume_id,
-                node_id,
-                ..Default::default()
-            };
-            format!("{:#?}", controller.controller_unpublish_volume(req).await?.into_inner())
-        }
-    };
-    println!("{out}");
-    Ok(())
 }
 
 /// Runs the command line `ebs-csi …` (the binary's whole main).
@@ -352,15 +240,6 @@ pub async fn run() -> ExitCode {
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
             ExitCode::SUCCESS
         }
-        Command::Client { endpoint, call } => match client(&endpoint, call).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                match e.downcast_ref::<tonic::Status>() {
-                    Some(s) => eprintln!("ebs-csi: {:?}: {}", s.code(), s.message()),
-                    None => eprintln!("ebs-csi: {e}"),
-                }
-                ExitCode::FAILURE
-            }
-        },
+        Command::Client { endpoint, json, call } => crate::client::run(&endpoint, json, *call).await,
     }
 }
