@@ -496,7 +496,11 @@ fn a_node_that_reads_its_node_object_may_read_it() {
         .filter(|d| !(s(d, "kind") == Some("ClusterRoleBinding") && s(d, "metadata.name") == Some("ebs-csi-node")))
         .cloned()
         .collect();
-    assert!(node_may_read_its_node(&unbound).unwrap_err().contains("no ClusterRole that may get nodes"));
+    assert!(
+        node_may_read_its_node(&unbound)
+            .unwrap_err()
+            .contains("no ClusterRole that may get nodes")
+    );
     let tokenless = render_text("aws").replace(
         "automountServiceAccountToken: true",
         "automountServiceAccountToken: false",

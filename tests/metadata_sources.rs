@@ -38,7 +38,11 @@ fn ec2_node() -> serde_json::Value {
 /// Nothing listens here: IMDS as seen from a machine that is not an EC2 instance (or a pod
 /// behind a hop limit of 1 that refuses fast).
 fn closed_port_url() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     format!("http://127.0.0.1:{port}")
 }
 
@@ -75,7 +79,15 @@ async fn node_driver(sources: &str, env: &[(String, String)]) -> Driver {
 /// starts anyway is stopped (by its pid) after 30 s and fails the test.
 fn refused_start(sources: &str, env: &[(String, String)], dir: &Path) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ebs-csi"))
-        .args(["serve", "--backend", "aws", "--mode", "node", "--metadata-sources", sources])
+        .args([
+            "serve",
+            "--backend",
+            "aws",
+            "--mode",
+            "node",
+            "--metadata-sources",
+            sources,
+        ])
         .arg("--endpoint")
         .arg(format!("unix://{}/refused.sock", dir.display()))
         .env_remove("KUBERNETES_SERVICE_HOST")
@@ -120,10 +132,7 @@ async fn the_node_object_says_who_the_node_is() {
     let requests = s.api.requests.lock().unwrap().clone();
     assert_eq!(
         requests,
-        vec![(
-            format!("GET /api/v1/nodes/{NODE} HTTP/1.1"),
-            format!("Bearer {TOKEN}")
-        )],
+        vec![(format!("GET /api/v1/nodes/{NODE} HTTP/1.1"), format!("Bearer {TOKEN}"))],
         "one GET of its own Node, with the pod's token"
     );
 }
@@ -134,7 +143,10 @@ async fn imds_first_falls_through_to_kubernetes_when_imds_is_absent() {
     let mut d = node_driver("imds,kubernetes", &env_of(&s, &closed_port_url())).await;
     let info = d.node.node_get_info(NodeGetInfoRequest {}).await.unwrap().into_inner();
     assert_eq!(info.node_id, INSTANCE);
-    assert_eq!(info.accessible_topology.unwrap().segments["topology.ebs.csi.aws.com/zone"], ZONE);
+    assert_eq!(
+        info.accessible_topology.unwrap().segments["topology.ebs.csi.aws.com/zone"],
+        ZONE
+    );
     let log = std::fs::read_to_string(d.dir.path().join("driver.log")).unwrap();
     assert!(
         log.lines()
@@ -173,7 +185,10 @@ async fn the_first_source_that_answers_wins() {
 
 #[tokio::test]
 async fn a_refused_token_is_a_clear_startup_error() {
-    let s = setup("a-token-the-cluster-never-issued", HashMap::from([(NODE.to_owned(), ec2_node())]));
+    let s = setup(
+        "a-token-the-cluster-never-issued",
+        HashMap::from([(NODE.to_owned(), ec2_node())]),
+    );
     let stderr = refused_start("imds,kubernetes", &env_of(&s, &closed_port_url()), s.dir.path());
     assert!(
         stderr.contains("--metadata-sources=imds,kubernetes")
@@ -192,7 +207,11 @@ async fn node_objects_without_what_the_node_needs_are_clear_errors() {
     let provider_id = format!("aws:///{ZONE}/{INSTANCE}");
     let cases: Vec<(serde_json::Value, &str)> = vec![
         (
-            node_object(NODE, &[("node.kubernetes.io/instance-type", "m5.large")], Some(&provider_id)),
+            node_object(
+                NODE,
+                &[("node.kubernetes.io/instance-type", "m5.large")],
+                Some(&provider_id),
+            ),
             "has no zone label (topology.kubernetes.io/zone or failure-domain.beta.kubernetes.io/zone)",
         ),
         (
@@ -240,7 +259,10 @@ async fn the_api_servers_certificate_is_checked_against_the_pods_ca() {
         stderr.contains("kubernetes: the API server at 127.0.0.1:") && stderr.contains("TLS"),
         "{stderr}"
     );
-    assert!(s.api.requests.lock().unwrap().is_empty(), "no request over an unverified connection");
+    assert!(
+        s.api.requests.lock().unwrap().is_empty(),
+        "no request over an unverified connection"
+    );
 }
 
 #[tokio::test]
@@ -260,7 +282,10 @@ async fn outside_a_pod_every_source_says_why_it_failed() {
     let mut env = env;
     env.push(("AWS_EC2_METADATA_DISABLED".into(), "true".into()));
     let stderr = refused_start("imds", &env, dir.path());
-    assert!(stderr.contains("imds: skipped: AWS_EC2_METADATA_DISABLED is true"), "{stderr}");
+    assert!(
+        stderr.contains("imds: skipped: AWS_EC2_METADATA_DISABLED is true"),
+        "{stderr}"
+    );
     // An unknown source is refused by the command line, naming the ones there are.
     let stderr = refused_start("imds,gce", &[], dir.path());
     assert!(stderr.contains("gce") && stderr.contains("kubernetes"), "{stderr}");

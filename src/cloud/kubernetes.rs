@@ -82,9 +82,12 @@ impl InCluster {
     /// container.
     pub fn from_env(account_dir: &Path) -> Result<Self> {
         let var = |name: &str| {
-            std::env::var(name).ok().filter(|v| !v.trim().is_empty()).ok_or_else(|| {
-                Error::FailedPrecondition(format!("{name} is not set: this is not running in a Kubernetes pod"))
-            })
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| {
+                    Error::FailedPrecondition(format!("{name} is not set: this is not running in a Kubernetes pod"))
+                })
         };
         let host = var("KUBERNETES_SERVICE_HOST")?.trim().to_owned();
         let port_text = var("KUBERNETES_SERVICE_PORT")?;
@@ -109,9 +112,8 @@ impl InCluster {
 
     fn tls(&self) -> Result<Arc<rustls::ClientConfig>> {
         let ca = self.account_dir.join("ca.crt");
-        let bad = |e: &dyn std::fmt::Display| {
-            Error::FailedPrecondition(format!("the API server's CA {}: {e}", ca.display()))
-        };
+        let bad =
+            |e: &dyn std::fmt::Display| Error::FailedPrecondition(format!("the API server's CA {}: {e}", ca.display()));
         let mut roots = RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(&ca).map_err(|e| bad(&e))? {
             roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
@@ -157,29 +159,23 @@ impl InCluster {
     pub async fn node(&self, name: &str) -> Result<Node> {
         check_node_name(name)?;
         let path = format!("/api/v1/nodes/{name}");
-        let body = tokio::time::timeout(TIMEOUT, self.get(&path))
-            .await
-            .map_err(|_| {
-                Error::Unavailable(format!(
-                    "the API server at {} did not answer GET {path} within {TIMEOUT:?}",
-                    self.authority()
-                ))
-            })??;
-        serde_json::from_slice(&body).map_err(|e| {
-            Error::Unavailable(format!("GET {path}: the answer is not a Node object: {e}"))
-        })
+        let body = tokio::time::timeout(TIMEOUT, self.get(&path)).await.map_err(|_| {
+            Error::Unavailable(format!(
+                "the API server at {} did not answer GET {path} within {TIMEOUT:?}",
+                self.authority()
+            ))
+        })??;
+        serde_json::from_slice(&body)
+            .map_err(|e| Error::Unavailable(format!("GET {path}: the answer is not a Node object: {e}")))
     }
 
     async fn get(&self, path: &str) -> Result<Vec<u8>> {
         let authority = self.authority();
         let token = self.token()?;
         let tls = self.tls()?;
-        let unreachable = |e: &dyn std::fmt::Display| {
-            Error::Unavailable(format!("the API server at {authority}: {e}"))
-        };
-        let server_name = ServerName::try_from(self.host.clone()).map_err(|e| {
-            Error::InvalidArgument(format!("KUBERNETES_SERVICE_HOST {}: {e}", shown(&self.host)))
-        })?;
+        let unreachable = |e: &dyn std::fmt::Display| Error::Unavailable(format!("the API server at {authority}: {e}"));
+        let server_name = ServerName::try_from(self.host.clone())
+            .map_err(|e| Error::InvalidArgument(format!("KUBERNETES_SERVICE_HOST {}: {e}", shown(&self.host))))?;
         let tcp = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| unreachable(&e))?;
@@ -280,7 +276,11 @@ pub fn parse_provider_id(id: &str) -> Result<(String, String)> {
     let (zone, instance) = rest
         .split_once('/')
         .ok_or_else(|| bad("no zone before the instance id"))?;
-    if zone.is_empty() || !zone.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if zone.is_empty()
+        || !zone
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return Err(bad("the zone is empty or not a zone name"));
     }
     let hex = instance.strip_prefix("i-").unwrap_or("");
@@ -396,13 +396,23 @@ mod tests {
             "node.kubernetes.io/instance-type":"m5.large"}},
             "spec":{"providerID":"aws:///us-west-2b/i-0abcdef0123456789"}}"#,
         );
-        assert!(instance_from_node("n", &mismatch).unwrap_err().to_string().contains("us-west-2a"));
+        assert!(
+            instance_from_node("n", &mismatch)
+                .unwrap_err()
+                .to_string()
+                .contains("us-west-2a")
+        );
         let bad_count = node(
             r#"{"metadata":{"labels":{"topology.kubernetes.io/zone":"us-west-2b",
             "node.kubernetes.io/instance-type":"m5.large","ebs.csi.aws.com/enis-count":"many"}},
             "spec":{"providerID":"aws:///us-west-2b/i-0abcdef0123456789"}}"#,
         );
-        assert!(instance_from_node("n", &bad_count).unwrap_err().to_string().contains("enis-count"));
+        assert!(
+            instance_from_node("n", &bad_count)
+                .unwrap_err()
+                .to_string()
+                .contains("enis-count")
+        );
     }
 
     #[test]

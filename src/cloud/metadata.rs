@@ -78,8 +78,7 @@ async fn from_imds() -> Result<InstanceMetadata> {
 async fn from_kubernetes(kube: &KubernetesSettings<'_>) -> Result<InstanceMetadata> {
     let name = kube.node_name.filter(|n| !n.is_empty()).ok_or_else(|| {
         Error::FailedPrecondition(
-            "CSI_NODE_NAME (or --kubernetes-node-name) is not set; the DaemonSet sets it from spec.nodeName"
-                .into(),
+            "CSI_NODE_NAME (or --kubernetes-node-name) is not set; the DaemonSet sets it from spec.nodeName".into(),
         )
     })?;
     let api = InCluster::from_env(kube.account_dir)?;

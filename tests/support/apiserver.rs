@@ -61,8 +61,21 @@ impl Pki {
         openssl(
             dir,
             &[
-                "x509", "-req", "-in", &csr, "-CA", &ca, "-CAkey", &ca_key, "-CAcreateserial", "-out", &cert,
-                "-days", "2", "-extfile", &ext,
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-out",
+                &cert,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
             ],
         );
         Pki {
@@ -116,13 +129,20 @@ impl ApiServer {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         // Its own thread and runtime: tests also wait for the driver with blocking calls.
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 let serve = async {
                     loop {
-                        let Ok((tcp, _)) = listener.accept().await else { continue };
-                        let Ok(mut tls) = acceptor.accept(tcp).await else { continue };
+                        let Ok((tcp, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let Ok(mut tls) = acceptor.accept(tcp).await else {
+                            continue;
+                        };
                         let (line, auth) = read_head(&mut tls).await;
                         seen.lock().unwrap().push((line.clone(), auth.clone()));
                         let name = line

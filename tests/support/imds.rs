@@ -101,4 +101,3 @@ impl Drop for Imds {
         self.stop.store(1, Ordering::SeqCst);
     }
 }
-
