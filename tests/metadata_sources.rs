@@ -246,6 +246,20 @@ async fn node_objects_without_what_the_node_needs_are_clear_errors() {
         let stderr = refused_start("kubernetes", &env_of(&s, &closed_port_url()), s.dir.path());
         assert!(stderr.contains(expected), "expected {expected:?} in:\n{stderr}");
     }
+    // CSI_NODE_NAME naming a Node the cluster does not have: the API server's 404, said so.
+    let s = setup(TOKEN, HashMap::from([(NODE.to_owned(), ec2_node())]));
+    let mut env = env_of(&s, &closed_port_url());
+    env.push(("CSI_NODE_NAME".into(), "ip-10-9-9-9.ec2.internal".into()));
+    let stderr = refused_start("kubernetes", &env, s.dir.path());
+    assert!(
+        stderr.contains("the API server has no such Node (HTTP 404 for GET /api/v1/nodes/ip-10-9-9-9.ec2.internal)"),
+        "{stderr}"
+    );
+    // A name that is not a Node name never reaches the request path.
+    env.push(("CSI_NODE_NAME".into(), "../../secrets".into()));
+    let stderr = refused_start("kubernetes", &env, s.dir.path());
+    assert!(stderr.contains("is not a DNS subdomain"), "{stderr}");
+    assert_eq!(s.api.requests.lock().unwrap().len(), 1, "only the 404 was asked");
 }
 
 #[tokio::test]
@@ -289,4 +303,21 @@ async fn outside_a_pod_every_source_says_why_it_failed() {
     // An unknown source is refused by the command line, naming the ones there are.
     let stderr = refused_start("imds,gce", &[], dir.path());
     assert!(stderr.contains("gce") && stderr.contains("kubernetes"), "{stderr}");
+}
+
+#[tokio::test]
+async fn csi_node_name_is_the_local_nodes_id_but_never_an_instance_id() {
+    // Local backend: the Kubernetes node's name is the node id when --node-id is not given.
+    let mut d = Driver::start_custom(
+        &["--mode", "node", "--zone", "local-1b"],
+        &[("CSI_NODE_NAME", "worker-7")],
+    )
+    .await;
+    let info = d.node.node_get_info(NodeGetInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.node_id, "worker-7");
+    // aws backend: the same variable only names the Node to read; the id is the instance's.
+    let s = setup(TOKEN, HashMap::from([(NODE.to_owned(), ec2_node())]));
+    let mut d = node_driver("kubernetes", &env_of(&s, &closed_port_url())).await;
+    let info = d.node.node_get_info(NodeGetInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(info.node_id, INSTANCE, "not {NODE}");
 }

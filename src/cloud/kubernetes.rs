@@ -416,6 +416,29 @@ mod tests {
     }
 
     #[test]
+    fn the_token_is_read_for_every_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = InCluster {
+            host: "127.0.0.1".into(),
+            port: 443,
+            account_dir: dir.path().to_owned(),
+        };
+        assert!(
+            api.token()
+                .unwrap_err()
+                .to_string()
+                .contains("automountServiceAccountToken")
+        );
+        std::fs::write(dir.path().join("token"), "first\n").unwrap();
+        assert_eq!(api.token().unwrap(), "Bearer first");
+        // kubelet rotated it.
+        std::fs::write(dir.path().join("token"), "second").unwrap();
+        assert_eq!(api.token().unwrap(), "Bearer second");
+        std::fs::write(dir.path().join("token"), "bad\r\nX-Injected: 1").unwrap();
+        assert!(api.token().is_err());
+    }
+
+    #[test]
     fn node_names_are_dns_subdomains() {
         assert!(check_node_name("ip-10-0-1-2.ec2.internal").is_ok());
         for bad in ["", "../secrets", "a/b", "Upper", "-x", "x.", "a?b", &"a".repeat(254)] {

@@ -17,7 +17,6 @@ use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 
 use ebs_csi::csi::{CreateVolumeRequest, Topology, TopologyRequirement};
 
-pub use super::imds::Imds;
 use super::imds::read_request;
 
 pub const REGION: &str = "us-east-1";
