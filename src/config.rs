@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
+pub use crate::cloud::metadata::Source as MetadataSource;
 use crate::error::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -55,9 +56,29 @@ pub struct ServeArgs {
     /// The local backend's zones, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "local-1a,local-1b,local-1c")]
     pub zones: Vec<String>,
-    /// This node's id (default: the host name).
-    #[arg(long, env = "CSI_NODE_NAME")]
+    /// This node's id (default: local, the Kubernetes node's name, else the host name; aws,
+    /// the instance id from the metadata sources).
+    #[arg(long)]
     pub node_id: Option<String>,
+    /// The Kubernetes Node this pod runs on (the DaemonSet sets CSI_NODE_NAME from
+    /// spec.nodeName): the local backend's default node id, and the Node the kubernetes
+    /// metadata source reads.
+    #[arg(long, env = "CSI_NODE_NAME")]
+    pub kubernetes_node_name: Option<String>,
+    /// Where an aws node learns its instance id, zone and type, tried in this order until one
+    /// answers: imds (EC2 instance metadata), kubernetes (its Node object: spec.providerID and
+    /// the zone and instance-type labels). Not asked when --node-id and --zone are given.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "imds,kubernetes")]
+    pub metadata_sources: Vec<MetadataSource>,
+    /// Where the pod's service-account token and the API server's CA are (the kubernetes
+    /// metadata source); tests point it at files of their own.
+    #[arg(
+        long,
+        env = "EBS_CSI_SERVICE_ACCOUNT_DIR",
+        default_value = crate::cloud::kubernetes::SERVICE_ACCOUNT_DIR,
+        hide = true
+    )]
+    pub service_account_dir: PathBuf,
     /// This node's zone (default: the first zone).
     #[arg(long)]
     pub zone: Option<String>,

@@ -53,7 +53,11 @@ async fn open_local(args: &ServeArgs, metrics: &Metrics) -> Result<Backend> {
     }
     let mut node = None;
     if args.mode.has_node() {
-        let id = args.node_id.clone().unwrap_or_else(hostname);
+        let id = args
+            .node_id
+            .clone()
+            .or_else(|| args.kubernetes_node_name.clone())
+            .unwrap_or_else(hostname);
         check_node_id(&id)?;
         let zone = args.zone.clone().unwrap_or_else(|| cloud.zones()[0].clone());
         let me = Node {
@@ -80,7 +84,8 @@ async fn open_local(args: &ServeArgs, metrics: &Metrics) -> Result<Backend> {
     })
 }
 
-/// An EC2 node's identity: the flags when they say it all, else instance metadata (IMDSv2).
+/// An EC2 node's identity: the flags when they say it all, else the metadata sources in the
+/// order given (IMDSv2, the Node object), with the flags given overriding what they found.
 async fn aws_node(args: &ServeArgs) -> Result<NodeIdentity> {
     let me = match (&args.node_id, &args.zone) {
         (Some(id), Some(zone)) => {
@@ -95,8 +100,11 @@ async fn aws_node(args: &ServeArgs) -> Result<NodeIdentity> {
             }
         }
         _ => {
-            let imds = crate::cloud::imds::Imds::connect(&crate::cloud::imds::endpoint()).await?;
-            let mut me = imds.instance().await?;
+            let kube = crate::cloud::metadata::KubernetesSettings {
+                node_name: args.kubernetes_node_name.as_deref(),
+                account_dir: &args.service_account_dir,
+            };
+            let mut me = crate::cloud::metadata::discover(&args.metadata_sources, &kube).await?;
             if let Some(id) = &args.node_id {
                 me.instance_id = id.clone();
             }

@@ -1,6 +1,6 @@
 //! The aws backend through the real gRPC server, against moto's EC2 server (started per test on
 //! 127.0.0.1). What moto cannot play — lost responses and throttling, instance metadata, Nitro
-//! NVMe devices — is played by the small stand-ins in support/aws.rs, each named as such.
+//! NVMe devices — is played by the small stand-ins in support/aws.rs and support/imds.rs, each named as such.
 #![cfg(feature = "aws")]
 
 mod support;
@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use ebs_csi::csi::volume_capability::access_mode::Mode;
 use ebs_csi::csi::*;
 use support::aws::*;
+use support::imds::Imds;
 use support::*;
 use tonic::Code;
 

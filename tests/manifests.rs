@@ -10,7 +10,7 @@ use std::process::Command;
 
 use clap::{CommandFactory, Parser};
 use ebs_csi::cli::{Cli, Command as Sub};
-use ebs_csi::config::{Backend, Endpoint, Mode, ServeArgs};
+use ebs_csi::config::{Backend, Endpoint, MetadataSource, Mode, ServeArgs};
 use serde_yaml_ng::Value;
 
 const DRIVER: &str = "ebs.csi.aws.com";
@@ -398,17 +398,118 @@ fn each_overlay_picks_its_backend() {
         );
     }
     assert_eq!(dirs.len(), 1, "controller and node use different data dirs: {dirs:?}");
-    // The node registers under the Kubernetes node's name: CSI_NODE_NAME is --node-id.
+    // The node registers under the Kubernetes node's name: CSI_NODE_NAME is
+    // --kubernetes-node-name, the local node id when no --node-id is given.
     let node = container(object(&local, "DaemonSet", "ebs-csi-node"), "ebs-plugin");
-    let env = list(node, "env")
+    assert_node_name_from_spec(node);
+    assert!(serve_args(node).node_id.is_none());
+}
+
+/// CSI_NODE_NAME is the pod's spec.nodeName, and the flag that reads it.
+fn assert_node_name_from_spec(c: &Value) {
+    let env = list(c, "env")
         .into_iter()
         .find(|e| s(e, "name") == Some("CSI_NODE_NAME"))
         .expect("CSI_NODE_NAME");
     assert_eq!(s(env, "valueFrom.fieldRef.fieldPath"), Some("spec.nodeName"));
     let cmd = Cli::command();
     let serve = cmd.find_subcommand("serve").unwrap();
-    let node_id = serve.get_arguments().find(|a| a.get_id() == "node_id").unwrap();
-    assert_eq!(node_id.get_env().and_then(|e| e.to_str()), Some("CSI_NODE_NAME"));
+    let name = serve
+        .get_arguments()
+        .find(|a| a.get_id() == "kubernetes_node_name")
+        .unwrap();
+    assert_eq!(name.get_env().and_then(|e| e.to_str()), Some("CSI_NODE_NAME"));
+}
+
+/// Whether the node DaemonSet of `docs`, if it reads its Node object (an aws node with the
+/// kubernetes metadata source and no --node-id/--zone to skip the sources), can: a token in
+/// the pod, and its ServiceAccount bound to a ClusterRole that may get nodes. Ok(true) when it
+/// reads the Node and may, Ok(false) when it does not read it.
+fn node_may_read_its_node(docs: &[Value]) -> Result<bool, String> {
+    let ds = object(docs, "DaemonSet", "ebs-csi-node");
+    let serve = serve_args(container(ds, "ebs-plugin"));
+    let asks = serve.backend == Backend::Aws
+        && serve.metadata_sources.contains(&MetadataSource::Kubernetes)
+        && !(serve.node_id.is_some() && serve.zone.is_some());
+    if !asks {
+        return Ok(false);
+    }
+    let namespace = s(ds, "metadata.namespace").unwrap();
+    let account = s(ds, "spec.template.spec.serviceAccountName").unwrap();
+    let sa = object(docs, "ServiceAccount", account);
+    let mounted = at(ds, "spec.template.spec.automountServiceAccountToken")
+        .or_else(|| at(sa, "automountServiceAccountToken"))
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    if !mounted {
+        return Err(format!("{account} gets no token in the node pods"));
+    }
+    let grants_get_nodes = |role: &Value| {
+        list(role, "rules").into_iter().any(|r| {
+            let has = |field: &str, want: &str| {
+                list(r, field)
+                    .into_iter()
+                    .any(|v| v.as_str() == Some(want) || v.as_str() == Some("*"))
+            };
+            has("apiGroups", "") && has("resources", "nodes") && has("verbs", "get")
+        })
+    };
+    let bound = docs
+        .iter()
+        .filter(|d| s(d, "kind") == Some("ClusterRoleBinding"))
+        .filter(|b| {
+            list(b, "subjects").into_iter().any(|sub| {
+                s(sub, "kind") == Some("ServiceAccount")
+                    && s(sub, "name") == Some(account)
+                    && s(sub, "namespace") == Some(namespace)
+            })
+        })
+        .filter(|b| s(b, "roleRef.kind") == Some("ClusterRole"))
+        .filter_map(|b| {
+            let name = s(b, "roleRef.name")?;
+            docs.iter()
+                .find(|d| s(d, "kind") == Some("ClusterRole") && s(d, "metadata.name") == Some(name))
+        })
+        .any(grants_get_nodes);
+    if !bound {
+        return Err(format!(
+            "{namespace}/{account} is bound to no ClusterRole that may get nodes"
+        ));
+    }
+    Ok(true)
+}
+
+#[test]
+fn a_node_that_reads_its_node_object_may_read_it() {
+    let aws = render("aws");
+    assert_eq!(
+        node_may_read_its_node(&aws),
+        Ok(true),
+        "the aws node falls back to its Node object"
+    );
+    assert_node_name_from_spec(container(object(&aws, "DaemonSet", "ebs-csi-node"), "ebs-plugin"));
+    // The local node never asks (its identity is its flags), and its pods get no token.
+    assert_eq!(node_may_read_its_node(&render("local")), Ok(false));
+    // The check has teeth: without the binding, or without the token, it fails.
+    let unbound: Vec<Value> = aws
+        .iter()
+        .filter(|d| !(s(d, "kind") == Some("ClusterRoleBinding") && s(d, "metadata.name") == Some("ebs-csi-node")))
+        .cloned()
+        .collect();
+    assert!(
+        node_may_read_its_node(&unbound)
+            .unwrap_err()
+            .contains("no ClusterRole that may get nodes")
+    );
+    let tokenless = render_text("aws").replace(
+        "automountServiceAccountToken: true",
+        "automountServiceAccountToken: false",
+    );
+    let tokenless: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&tokenless)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect();
+    assert!(node_may_read_its_node(&tokenless).unwrap_err().contains("no token"));
 }
 
 #[test]

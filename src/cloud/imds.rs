@@ -81,8 +81,7 @@ impl Imds {
             Err(e) => {
                 return Err(Error::Unavailable(format!(
                     "{e}. In a pod, the instance's metadata hop limit must be at least 2 \
-                     (aws ec2 modify-instance-metadata-options --http-put-response-hop-limit 2), \
-                     or give --node-id, --zone and --instance-type"
+                     (aws ec2 modify-instance-metadata-options --http-put-response-hop-limit 2)"
                 )));
             }
         };

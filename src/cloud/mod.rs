@@ -4,8 +4,10 @@
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod imds;
+pub mod kubernetes;
 pub mod limits;
 pub mod local;
+pub mod metadata;
 
 use std::collections::BTreeMap;
 

@@ -14,8 +14,10 @@ use ebs_csi::csi::volume_capability::{AccessMode, AccessType, BlockVolume, Mount
 use ebs_csi::csi::*;
 use tonic::transport::Channel;
 
+pub mod apiserver;
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod imds;
 
 pub const GIB: i64 = 1 << 30;
 pub const NODE: &str = "node-1";
