@@ -305,3 +305,69 @@ fn kubernetes_validate() -> Option<PathBuf> {
     let venv = demo_run::repo().join(".venv-test/bin/kubernetes-validate");
     venv.is_file().then_some(venv)
 }
+
+/// The aws backend against moto: the volumes tagged as the driver's, each priced by the region
+/// of its zone; a volume the driver did not make is not listed.
+#[cfg(feature = "aws")]
+#[tokio::test(flavor = "multi_thread")]
+async fn cost_on_aws_lists_the_drivers_volumes_and_prices_them_by_their_region() {
+    use support::aws::{AZ, Moto, create_in_zone};
+
+    let moto = Moto::start();
+    let env = Moto::env(&moto.url);
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let instance = moto.instance("m5.large").await;
+    let mut driver = Driver::start_custom(
+        &["--backend", "aws", "--mode", "controller", "--node-id", &instance, "--zone", AZ],
+        &pairs,
+    )
+    .await;
+    let ours = driver
+        .controller
+        .create_volume(create_in_zone(
+            "pvc-aws-cost",
+            100,
+            &[("type", "gp2"), (PVC_NAME, "db"), (PVC_NAMESPACE, "shop")],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap()
+        .volume_id;
+    let ec2 = moto.client();
+    let theirs = ec2
+        .create_volume()
+        .availability_zone(AZ)
+        .size(50)
+        .volume_type(aws_sdk_ec2::types::VolumeType::Gp2)
+        .send()
+        .await
+        .unwrap();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_ebs-csi"))
+        .args(["cost", "--backend", "aws", "--format", "json"])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["backend"], "aws");
+    assert!(report["priced_as"].is_null(), "{report:#}");
+    let ids: Vec<&str> = report["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["volume_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [ours.as_str()], "not {:?}", theirs.volume_id());
+    let v = row(&report, &ours);
+    assert_eq!(v["region"], "us-east-1");
+    assert_eq!(v["iops"], 300);
+    assert_eq!(v["monthly"], 10.0);
+    assert_eq!(v["gp3"]["monthly"], 8.0);
+    assert_eq!(v["claim"]["namespace"], "shop");
+    assert_eq!(report["totals"]["saving"], 2.0);
+    drop(driver);
+}

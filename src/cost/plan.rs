@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
+use serde::Serialize;
 
 use super::report::{Report, Row};
 use crate::error::{Error, Result};
@@ -20,7 +20,43 @@ pub fn class_name(iops: u32, throughput: u32) -> String {
     format!("gp3-{iops}-{throughput}")
 }
 
-fn document(value: &serde_json::Value) -> Result<String> {
+/// The objects written, with their fields in the order Kubernetes shows them.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Object<'a, S: Serialize> {
+    api_version: &'a str,
+    kind: &'a str,
+    metadata: Metadata<'a>,
+    #[serde(flatten)]
+    body: S,
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ClassBody<'a> {
+    driver_name: &'a str,
+    parameters: BTreeMap<&'a str, String>,
+}
+
+#[derive(Serialize)]
+struct ClaimBody {
+    spec: ClaimSpec,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ClaimSpec {
+    volume_attributes_class_name: String,
+}
+
+fn document(value: &impl Serialize) -> Result<String> {
     serde_yaml_ng::to_string(value).map_err(|e| Error::internal("writing the plan", e))
 }
 
@@ -43,22 +79,25 @@ pub fn render(r: &Report) -> Result<String> {
         r.totals.saving,
         r.prices.first().map_or("USD", |p| p.currency.as_str())
     );
-    let mut classes: BTreeMap<(u32, u32), ()> = BTreeMap::new();
-    for (_, iops, throughput) in &moves {
-        classes.insert((*iops, *throughput), ());
-    }
-    for (iops, throughput) in classes.keys() {
-        let vac = json!({
-            "apiVersion": "storage.k8s.io/v1beta1",
-            "kind": "VolumeAttributesClass",
-            "metadata": { "name": class_name(*iops, *throughput) },
-            "driverName": DRIVER,
-            "parameters": {
-                "type": "gp3",
-                "iops": iops.to_string(),
-                "throughput": throughput.to_string(),
+    let classes: std::collections::BTreeSet<(u32, u32)> = moves.iter().map(|(_, i, t)| (*i, *t)).collect();
+    for (iops, throughput) in &classes {
+        let name = class_name(*iops, *throughput);
+        let vac = Object {
+            api_version: "storage.k8s.io/v1beta1",
+            kind: "VolumeAttributesClass",
+            metadata: Metadata {
+                name: &name,
+                namespace: None,
             },
-        });
+            body: ClassBody {
+                driver_name: DRIVER,
+                parameters: BTreeMap::from([
+                    ("type", "gp3".to_owned()),
+                    ("iops", iops.to_string()),
+                    ("throughput", throughput.to_string()),
+                ]),
+            },
+        };
         let _ = write!(out, "---\n{}", document(&vac)?);
     }
     let mut claimed: Vec<&(&Row, u32, u32)> = moves.iter().filter(|(row, ..)| row.claim.is_some()).collect();
@@ -66,12 +105,19 @@ pub fn render(r: &Report) -> Result<String> {
     for (row, iops, throughput) in claimed {
         let Some(c) = &row.claim else { continue };
         let saving = row.gp3.as_ref().map(|m| m.saving).unwrap_or_default();
-        let pvc = json!({
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": { "name": c.name, "namespace": c.namespace },
-            "spec": { "volumeAttributesClassName": class_name(*iops, *throughput) },
-        });
+        let pvc = Object {
+            api_version: "v1",
+            kind: "PersistentVolumeClaim",
+            metadata: Metadata {
+                name: &c.name,
+                namespace: Some(&c.namespace),
+            },
+            body: ClaimBody {
+                spec: ClaimSpec {
+                    volume_attributes_class_name: class_name(*iops, *throughput),
+                },
+            },
+        };
         let _ = write!(
             out,
             "---\n# {}: {} GiB {}, {} -> {} a month (saves {})\n{}",
