@@ -120,7 +120,13 @@ async fn cost_reports_the_gp3_saving_in_every_format_and_its_plan_plays() {
     let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
     let rows: Vec<csv::StringRecord> = records.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 4);
-    let cents = |s: &str| -> i64 { if s.is_empty() { 0 } else { (s.parse::<f64>().unwrap() * 100.0).round() as i64 } };
+    let cents = |s: &str| -> i64 {
+        if s.is_empty() {
+            0
+        } else {
+            (s.parse::<f64>().unwrap() * 100.0).round() as i64
+        }
+    };
     assert_eq!(rows.iter().map(|r| cents(&r[col("saving")])).sum::<i64>(), 70);
     assert_eq!(rows.iter().map(|r| cents(&r[col("monthly")])).sum::<i64>(), 414);
     let legacy = rows.iter().find(|r| &r[col("volume_id")] == ids[0].as_str()).unwrap();
@@ -136,17 +142,42 @@ async fn cost_reports_the_gp3_saving_in_every_format_and_its_plan_plays() {
         ),
         "{table}"
     );
-    assert!(table.contains("priced as us-east-1 (the local backend has no region of its own"), "{table}");
-    assert!(table.contains("prices for us-east-1: https://aws.amazon.com/ebs/pricing/ as of 20"), "{table}");
+    assert!(
+        table.contains("priced as us-east-1 (the local backend has no region of its own"),
+        "{table}"
+    );
+    assert!(
+        table.contains("prices for us-east-1: https://aws.amazon.com/ebs/pricing/ as of 20"),
+        "{table}"
+    );
     assert!(table.contains(&format!("{} stays: already gp3", ids[3])), "{table}");
     let line = table.lines().find(|l| l.starts_with(&ids[0])).unwrap();
-    for cell in ["gp2", "10", "100", "25", "local-1a", "1.00", "3000", "125", "0.80", "0.20", "default/legacy"] {
+    for cell in [
+        "gp2",
+        "10",
+        "100",
+        "25",
+        "local-1a",
+        "1.00",
+        "3000",
+        "125",
+        "0.80",
+        "0.20",
+        "default/legacy",
+    ] {
         assert!(line.split_whitespace().any(|c| c == cell), "{cell} in {line}");
     }
 
     // Another region's prices, and a price file's.
-    let seoul: Value =
-        serde_json::from_str(&ok(&["--data-dir", data, "--format", "json", "--region", "ap-northeast-2"])).unwrap();
+    let seoul: Value = serde_json::from_str(&ok(&[
+        "--data-dir",
+        data,
+        "--format",
+        "json",
+        "--region",
+        "ap-northeast-2",
+    ]))
+    .unwrap();
     assert_eq!(row(&seoul, &ids[0])["monthly"], 1.14);
     assert_eq!(row(&seoul, &ids[0])["gp3"]["monthly"], 0.91);
     let dir = tempfile::tempdir().unwrap();
@@ -183,7 +214,14 @@ async fn cost_reports_the_gp3_saving_in_every_format_and_its_plan_plays() {
 
     // The plan: one class for the one target, a claim per tagged volume, a comment for the other.
     let plan_dir = dir.path().join("plan");
-    let (success, _, stderr) = cost(&["--data-dir", data, "--format", "json", "--plan", plan_dir.to_str().unwrap()]);
+    let (success, _, stderr) = cost(&[
+        "--data-dir",
+        data,
+        "--format",
+        "json",
+        "--plan",
+        plan_dir.to_str().unwrap(),
+    ]);
     assert!(success, "{stderr}");
     let plan_file = plan_dir.join("gp3-plan.yaml");
     let plan = std::fs::read_to_string(&plan_file).unwrap();
@@ -194,7 +232,11 @@ async fn cost_reports_the_gp3_saving_in_every_format_and_its_plan_plays() {
     let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
-        ["VolumeAttributesClass", "PersistentVolumeClaim", "PersistentVolumeClaim"]
+        [
+            "VolumeAttributesClass",
+            "PersistentVolumeClaim",
+            "PersistentVolumeClaim"
+        ]
     );
     assert_eq!(docs[0]["metadata"]["name"], "gp3-3000-125");
     assert_eq!(docs[0]["driverName"], "ebs.csi.aws.com");
@@ -318,7 +360,16 @@ async fn cost_on_aws_lists_the_drivers_volumes_and_prices_them_by_their_region()
     let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let instance = moto.instance("m5.large").await;
     let mut driver = Driver::start_custom(
-        &["--backend", "aws", "--mode", "controller", "--node-id", &instance, "--zone", AZ],
+        &[
+            "--backend",
+            "aws",
+            "--mode",
+            "controller",
+            "--node-id",
+            &instance,
+            "--zone",
+            AZ,
+        ],
         &pairs,
     )
     .await;

@@ -102,7 +102,10 @@ pub async fn run(args: CostArgs) -> Result<String> {
     if let Some(path) = &args.prices {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::InvalidArgument(format!("--prices {}: {e}", path.display())))?;
-        book.extend(prices::PriceBook::parse(&format!("--prices {}", path.display()), &text)?);
+        book.extend(prices::PriceBook::parse(
+            &format!("--prices {}", path.display()),
+            &text,
+        )?);
     }
     let (cloud, backend, priced_as): (Arc<dyn Cloud>, &str, Option<String>) = match args.backend {
         Backend::Local => {

@@ -112,8 +112,8 @@ impl PriceBook {
     /// A price file's text (YAML, or JSON, which YAML reads too), checked: prices are finite and
     /// not negative, tiers rise, and gp2 and gp3 are priced (the report compares them).
     pub fn parse(what: &str, text: &str) -> Result<PriceBook> {
-        let book: PriceBook = serde_yaml_ng::from_str(text)
-            .map_err(|e| Error::InvalidArgument(format!("{what}: {e}")))?;
+        let book: PriceBook =
+            serde_yaml_ng::from_str(text).map_err(|e| Error::InvalidArgument(format!("{what}: {e}")))?;
         for (region, r) in &book.regions {
             let bad = |m: String| Error::InvalidArgument(format!("{what}: region {region}: {m}"));
             for t in [VolumeType::Gp2, VolumeType::Gp3] {
@@ -122,7 +122,9 @@ impl PriceBook {
                 }
             }
             for (t, p) in &r.volumes {
-                let figures = [p.gb_month, p.mibps_month].into_iter().chain(p.iops.iter().map(|t| t.month));
+                let figures = [p.gb_month, p.mibps_month]
+                    .into_iter()
+                    .chain(p.iops.iter().map(|t| t.month));
                 if figures.into_iter().any(|x| !x.is_finite() || x < 0.0) {
                     return Err(bad(format!("{t}: prices must be numbers of at least 0")));
                 }
@@ -212,7 +214,12 @@ mod tests {
             assert!(r.date.starts_with("20"), "{region}: {}", r.date);
             assert_eq!(r.volumes.len(), VolumeType::ALL.len(), "{region} prices every type");
         }
-        assert!(book.region("mars-north-1").unwrap_err().to_string().contains("--prices"));
+        assert!(
+            book.region("mars-north-1")
+                .unwrap_err()
+                .to_string()
+                .contains("--prices")
+        );
     }
 
     #[test]
@@ -229,7 +236,10 @@ mod tests {
     fn gp3_bills_iops_and_throughput_above_what_it_includes() {
         let r = us_east_1();
         // 2,000 GiB x 0.08 + 7,000 IOPS x 0.005 + 375 MiB/s x 0.04
-        assert_eq!(r.monthly(VolumeType::Gp3, 2000, Some(10_000), Some(500)).unwrap(), Cents(21_000));
+        assert_eq!(
+            r.monthly(VolumeType::Gp3, 2000, Some(10_000), Some(500)).unwrap(),
+            Cents(21_000)
+        );
         assert_eq!(r.monthly(VolumeType::Gp3, 1, Some(3000), Some(125)).unwrap(), Cents(8));
     }
 
@@ -251,7 +261,10 @@ mod tests {
         let book = PriceBook::parse("f", ok).unwrap();
         assert_eq!(book.region("x-1").unwrap().volumes[&VolumeType::Gp2].gb_month, 0.1);
         for (bad, says) in [
-            ("regions: {x-1: {source: s, date: d, currency: USD, volumes: {gp2: {gb_month: 0.1}}}}", "no price for gp3"),
+            (
+                "regions: {x-1: {source: s, date: d, currency: USD, volumes: {gp2: {gb_month: 0.1}}}}",
+                "no price for gp3",
+            ),
             (
                 "regions: {x-1: {source: s, date: d, currency: USD, volumes: {gp2: {gb_month: -1}, gp3: {gb_month: 1}}}}",
                 "at least 0",

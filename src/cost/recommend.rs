@@ -96,7 +96,10 @@ fn gp3_for(v: &Subject, baseline: &Performance) -> std::result::Result<(u32, u32
         }
         VolumeType::Gp3 => return Err("already gp3".into()),
         VolumeType::St1 | VolumeType::Sc1 | VolumeType::Standard => {
-            return Err(format!("{}: priced for throughput per GiB, not compared", v.volume_type));
+            return Err(format!(
+                "{}: priced for throughput per GiB, not compared",
+                v.volume_type
+            ));
         }
     }
     let gp3 = ebs::limits(VolumeType::Gp3);

@@ -74,7 +74,9 @@ pub struct Report {
 /// `us-east-1a` → `us-east-1`; a Local Zone (`us-west-2-lax-1a`) → its parent region.
 pub fn region_of_zone(zone: &str) -> String {
     let head: Vec<&str> = zone.splitn(4, '-').take(3).collect();
-    head.join("-").trim_end_matches(|c: char| c.is_ascii_alphabetic()).to_owned()
+    head.join("-")
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic())
+        .to_owned()
 }
 
 fn claim_of(v: &Volume) -> Option<ClaimRef> {
@@ -159,19 +161,34 @@ fn opt(n: Option<u32>) -> String {
 }
 
 fn claim_text(c: &Option<ClaimRef>) -> String {
-    c.as_ref().map_or_else(|| "-".to_owned(), |c| format!("{}/{}", c.namespace, c.name))
+    c.as_ref()
+        .map_or_else(|| "-".to_owned(), |c| format!("{}/{}", c.namespace, c.name))
 }
 
 /// `part` of `whole` in whole percent.
 fn percent(part: Cents, whole: Cents) -> i64 {
-    if whole.0 == 0 { 0 } else { (part.0 * 100 + whole.0 / 2) / whole.0 }
+    if whole.0 == 0 {
+        0
+    } else {
+        (part.0 * 100 + whole.0 / 2) / whole.0
+    }
 }
 
 /// The table for the terminal: columns padded to their widest cell, then the totals and where
 /// the prices come from.
 pub fn table(r: &Report) -> String {
     let head = [
-        "VOLUME", "TYPE", "GiB", "IOPS", "MiB/s", "ZONE", "MONTHLY", "GP3 IOPS", "GP3 MiB/s", "GP3 MONTHLY", "SAVING",
+        "VOLUME",
+        "TYPE",
+        "GiB",
+        "IOPS",
+        "MiB/s",
+        "ZONE",
+        "MONTHLY",
+        "GP3 IOPS",
+        "GP3 MiB/s",
+        "GP3 MONTHLY",
+        "SAVING",
         "CLAIM",
     ];
     let mut cells: Vec<Vec<String>> = vec![head.iter().map(|s| (*s).to_owned()).collect()];
@@ -232,7 +249,12 @@ pub fn table(r: &Report) -> String {
         percent(t.saving, t.monthly)
     );
     for row in r.volumes.iter().filter(|r| r.note.is_some()) {
-        let _ = writeln!(out, "  {} stays: {}", row.volume_id, row.note.as_deref().unwrap_or_default());
+        let _ = writeln!(
+            out,
+            "  {} stays: {}",
+            row.volume_id,
+            row.note.as_deref().unwrap_or_default()
+        );
     }
     if let Some(region) = &r.priced_as {
         let why = if r.backend == "local" {
