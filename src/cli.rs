@@ -1,4 +1,4 @@
-//! The command line: `serve`, `demo`, `bench`, `client`.
+//! The command line: `serve`, `demo`, `bench`, `cost`, `iam`, `client`.
 
 use std::process::ExitCode;
 
@@ -71,6 +71,9 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         svg: Option<std::path::PathBuf>,
     },
+    /// What the driver's volumes cost a month, and what moving gp2 (and io1/io2 that fit) to gp3
+    /// saves at the same baseline IOPS and throughput; --plan writes the moves as YAML.
+    Cost(Box<crate::cost::CostArgs>),
     /// Print the IAM documents the controller needs on AWS.
     Iam {
         #[command(subcommand)]
@@ -207,6 +210,16 @@ pub async fn run() -> ExitCode {
             ..
         } => match crate::bench::print_local(&existing, samples, cycles, svg.as_deref()).await {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ebs-csi: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Cost(args) => match crate::cost::run(*args).await {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
             Err(e) => {
                 eprintln!("ebs-csi: {e}");
                 ExitCode::FAILURE

@@ -9,6 +9,7 @@ pub mod client;
 pub mod cloud;
 pub mod config;
 pub mod controller;
+pub mod cost;
 pub mod csi;
 pub mod deadline;
 pub mod demo;

@@ -3,10 +3,7 @@
 
 use super::*;
 
-/// Where a volume came from, for people reading the EC2 console.
-const PVC_NAME_TAG: &str = "kubernetes.io/created-for/pvc/name";
-const PVC_NAMESPACE_TAG: &str = "kubernetes.io/created-for/pvc/namespace";
-const PV_NAME_TAG: &str = "kubernetes.io/created-for/pv/name";
+use crate::ebs::{PV_NAME_TAG, PVC_NAME_TAG, PVC_NAMESPACE_TAG};
 
 /// The filesystem the capabilities ask for (the provisioner moves the StorageClass's fstype
 /// there), if any.

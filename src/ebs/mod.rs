@@ -12,11 +12,12 @@ mod volume;
 pub use self::fs::{FsType, MkfsOptions};
 pub use self::limits::{MAX_VOLUME_INITIALIZATION_RATE, MIN_VOLUME_INITIALIZATION_RATE, Ratio, TypeLimits, limits};
 pub use self::performance::{
-    Performance, check_iops_request, check_size, iops_after_resize, modified_performance, size_gib, throughput_allowed,
+    Performance, baseline, check_iops_request, check_size, iops_after_resize, modified_performance, size_gib,
+    throughput_allowed,
 };
 pub use self::request::{CreateParams, ModifyParams};
 pub use self::tags::{
-    CLUSTER_TAG, MAX_TAG_KEY_CHARS, MAX_TAG_VALUE_CHARS, MAX_USER_TAGS, SNAPSHOT_NAME_TAG, VOLUME_NAME_TAG,
-    check_tag_key, check_tag_value, too_many_tags,
+    CLUSTER_TAG, MAX_TAG_KEY_CHARS, MAX_TAG_VALUE_CHARS, MAX_USER_TAGS, PV_NAME_TAG, PVC_NAME_TAG, PVC_NAMESPACE_TAG,
+    SNAPSHOT_NAME_TAG, VOLUME_NAME_TAG, check_tag_key, check_tag_value, too_many_tags,
 };
 pub use self::volume::{DEFAULT_SIZE_GIB, GIB, VolumeType};

@@ -99,6 +99,51 @@ pub(super) fn derived_iops(t: VolumeType, size_gib: u64) -> Option<u32> {
     u32::try_from(iops).ok()
 }
 
+/// EBS counts throughput in I/Os of up to 256 KiB: a volume's IOPS carry at most a quarter MiB/s
+/// each (Amazon EBS User Guide, "Amazon EBS volume types": gp2 "Throughput = IOPS x I/O size, up
+/// to 250 MiB/s"; io1 "up to 500 MiB/s for up to 32,000 IOPS, 1,000 MiB/s above"; io2 Block
+/// Express up to 4,000 MiB/s).
+const MIBS_PER_IOPS_DEN: u64 = 4;
+const IO1_THROUGHPUT_AT_32K_IOPS: u32 = 500;
+const IO1_HIGH_IOPS: u32 = 32_000;
+
+/// What a volume delivers without bursting: gp2 its size-derived IOPS and the throughput they
+/// carry; gp3 what is provisioned (or its defaults when EC2 reports none); io1/io2 their
+/// provisioned IOPS and the throughput those carry, up to the type's ceiling. st1, sc1 and
+/// standard deliver by burst credits and get None.
+pub fn baseline(t: VolumeType, size_gib: u64, iops: Option<u32>, throughput: Option<u32>) -> Performance {
+    let l = limits(t);
+    let carried = |iops: u32, ceiling: u32| {
+        let mibs = (u64::from(iops) / MIBS_PER_IOPS_DEN).min(u64::from(ceiling));
+        u32::try_from(mibs).unwrap_or(ceiling)
+    };
+    match t {
+        VolumeType::Gp2 => {
+            let iops = derived_iops(t, size_gib);
+            Performance {
+                iops,
+                throughput: iops.map(|i| carried(i, l.max_throughput)),
+            }
+        }
+        VolumeType::Gp3 => Performance {
+            iops: iops.or(l.default_iops),
+            throughput: throughput.or(l.default_throughput),
+        },
+        VolumeType::Io1 | VolumeType::Io2 => {
+            let ceiling = if t == VolumeType::Io1 && iops.is_some_and(|i| i <= IO1_HIGH_IOPS) {
+                IO1_THROUGHPUT_AT_32K_IOPS
+            } else {
+                l.max_throughput
+            };
+            Performance {
+                iops,
+                throughput: iops.map(|i| carried(i, ceiling)),
+            }
+        }
+        VolumeType::Sc1 | VolumeType::St1 | VolumeType::Standard => Performance::default(),
+    }
+}
+
 pub fn check_iops_request(t: VolumeType, iops: Option<u32>, per_gib: Option<u32>) -> Result<()> {
     if iops.is_some() && per_gib.is_some() {
         return Err(Error::InvalidArgument(

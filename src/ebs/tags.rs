@@ -15,6 +15,11 @@ pub const VOLUME_NAME_TAG: &str = "CSIVolumeName";
 pub const SNAPSHOT_NAME_TAG: &str = "CSIVolumeSnapshotName";
 /// Marks everything the driver made, for listing and for IAM conditions.
 pub const CLUSTER_TAG: &str = "ebs.csi.aws.com/cluster";
+/// Where a volume came from, for people reading the EC2 console and for `ebs-csi cost` to name
+/// the claim: set when the provisioner passes `--extra-create-metadata`.
+pub const PVC_NAME_TAG: &str = "kubernetes.io/created-for/pvc/name";
+pub const PVC_NAMESPACE_TAG: &str = "kubernetes.io/created-for/pvc/namespace";
+pub const PV_NAME_TAG: &str = "kubernetes.io/created-for/pv/name";
 
 const RESERVED_TAG_KEYS: [&str; 3] = [VOLUME_NAME_TAG, SNAPSHOT_NAME_TAG, CLUSTER_TAG];
 /// `kubernetes.io` covers `kubernetes.io/cluster/*` and `kubernetes.io/created-for/*` (as in Go);

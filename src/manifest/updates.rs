@@ -72,6 +72,18 @@ impl Builder {
         for (origin, i, spec) in updates {
             let first = &self.claim_docs[i].1;
             let claim = self.plan.claims[i].clone();
+            // A document naming none of the immutable fields is a server-side apply of the fields
+            // it names (`ebs-csi cost --plan` writes such claims): what it leaves out stays.
+            let partial = spec.access_modes.is_empty()
+                && spec.storage_class_name.is_none()
+                && spec.volume_mode.is_none()
+                && spec.data_source.is_none()
+                && spec.data_source_ref.is_none()
+                && spec.volume_name.is_none();
+            let wanted_vac = match &spec.volume_attributes_class_name {
+                None if partial => vac[i].clone(),
+                named => named.clone(),
+            };
             // Kubernetes: a bound claim's spec is immutable but for these two fields.
             let mut rest_new = spec.clone();
             let mut rest_old = first.clone();
@@ -82,22 +94,21 @@ impl Builder {
             if rest_new.storage_class_name.is_none() {
                 rest_new.storage_class_name = rest_old.storage_class_name.clone();
             }
-            if rest_new != rest_old {
+            if !partial && rest_new != rest_old {
                 return Err(origin.error(
                     "spec",
                     "a claim's spec is immutable but for resources.requests.storage and volumeAttributesClassName; \
                      this document changes more",
                 ));
             }
-            let storage = spec
-                .resources
-                .requests
-                .get("storage")
-                .ok_or_else(|| origin.error("spec.resources.requests.storage", "is missing"))?;
-            let (bytes, text) = storage
-                .bytes()
-                .map_err(|e| origin.error("spec.resources.requests.storage", e))?;
-            if bytes == size[i].0 && spec.volume_attributes_class_name == vac[i] {
+            let (bytes, text) = match spec.resources.requests.get("storage") {
+                Some(storage) => storage
+                    .bytes()
+                    .map_err(|e| origin.error("spec.resources.requests.storage", e))?,
+                None if partial => (size[i].0, claim.size_text.clone()),
+                None => return Err(origin.error("spec.resources.requests.storage", "is missing")),
+            };
+            if bytes == size[i].0 && wanted_vac == vac[i] {
                 self.listed.push(Listed {
                     label: "PersistentVolumeClaim".into(),
                     facts: format!("{}: unchanged", claim.key()),
@@ -160,8 +171,8 @@ impl Builder {
                     size_gib: gib,
                 });
             }
-            if spec.volume_attributes_class_name != vac[i] {
-                let Some(name) = spec.volume_attributes_class_name.clone() else {
+            if wanted_vac != vac[i] {
+                let Some(name) = wanted_vac.clone() else {
                     return Err(origin.error(
                         "spec.volumeAttributesClassName",
                         "cannot be removed once set; name another VolumeAttributesClass",

@@ -60,7 +60,7 @@ impl AwsCloud {
             .source_volume_id(source)
             .size(size)
             .volume_type(ec2::VolumeType::from(spec.volume_type.as_str()))
-            .set_iops(spec.iops.map(|i| i as i32))
+            .set_iops(provisioned_iops(spec))
             .set_throughput(spec.throughput.map(|t| t as i32))
             .client_token(token)
             .tag_specifications(
@@ -113,7 +113,7 @@ impl AwsCloud {
             .volume_type(ec2::VolumeType::from(spec.volume_type.as_str()))
             .encrypted(spec.encrypted)
             .set_kms_key_id(spec.kms_key_id.clone())
-            .set_iops(spec.iops.map(|i| i as i32))
+            .set_iops(provisioned_iops(spec))
             .set_throughput(spec.throughput.map(|t| t as i32))
             .set_snapshot_id(snapshot.map(str::to_owned))
             .client_token(token)
@@ -218,4 +218,12 @@ impl AwsCloud {
             Err(e) => Err(errors::map(&format!("describing snapshot {id}"), e)),
         }
     }
+}
+
+/// The IOPS to send: only for types that take them. The spec carries gp2's size-derived figure
+/// too, and EC2 refuses Iops for gp2 (InvalidParameterCombination).
+fn provisioned_iops(spec: &VolumeSpec) -> Option<i32> {
+    spec.iops
+        .filter(|_| crate::ebs::limits(spec.volume_type).iops_configurable)
+        .and_then(|i| i32::try_from(i).ok())
 }
