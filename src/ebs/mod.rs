@@ -6,6 +6,7 @@ mod fs;
 mod limits;
 mod performance;
 mod request;
+mod snapshot;
 mod tags;
 mod volume;
 
@@ -15,6 +16,10 @@ pub use self::performance::{
     Performance, check_iops_request, check_size, iops_after_resize, modified_performance, size_gib, throughput_allowed,
 };
 pub use self::request::{CreateParams, ModifyParams};
+pub use self::snapshot::{
+    COOL_OFF_HOURS, LOCK_DAYS, LockMode, LockRequest, LockTerm, SnapshotLock, SnapshotRequest, check_outpost_arn,
+    now_ms, rfc3339,
+};
 pub use self::tags::{
     CLUSTER_TAG, MAX_TAG_KEY_CHARS, MAX_TAG_VALUE_CHARS, MAX_USER_TAGS, SNAPSHOT_NAME_TAG, VOLUME_NAME_TAG,
     check_tag_key, check_tag_value, too_many_tags,
