@@ -37,7 +37,6 @@ use crate::ebs::{
 use crate::error::{Error, Result, shown};
 
 pub use self::snapshot::{SNAPSHOT_META, parse_snapshot_params};
-pub use self::tags::parse_snapshot_tag;
 
 const PVC_NAME_KEY: &str = "csi.storage.k8s.io/pvc/name";
 const PVC_NAMESPACE_KEY: &str = "csi.storage.k8s.io/pvc/namespace";

@@ -28,12 +28,6 @@ pub fn snapshot_tags(specs: &[TagSpec<'_>], props: &SnapshotProps<'_>) -> Result
     render_specs(specs, &template::Props { fields: &fields })
 }
 
-/// The tags of one VolumeSnapshotClass `tagSpecification_N` parameter, its template fields
-/// empty (the manifest reader checks a class before any snapshot names it).
-pub fn parse_snapshot_tag(param: &str, value: &str) -> Result<BTreeMap<String, String>> {
-    snapshot_tags(&[(param, value)], &SnapshotProps::default())
-}
-
 /// The values the tag templates can read.
 #[derive(Default)]
 pub struct TemplateProps {

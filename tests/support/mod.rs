@@ -16,6 +16,8 @@ use tonic::transport::Channel;
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(feature = "aws")]
+pub mod aws_snapshots;
 
 pub const GIB: i64 = 1 << 30;
 pub const NODE: &str = "node-1";

@@ -107,16 +107,32 @@ impl AwsCloud {
             .collect())
     }
 
-    /// See [`Cloud::settle_snapshot`]: a snapshot EC2 already holds a lock on keeps it.
+    /// See [`Cloud::settle_snapshot`]: a snapshot EC2 already holds a lock on keeps it. Fast
+    /// restores come first: when EC2 refuses them, an unlocked snapshot is deleted again (as the
+    /// Go driver does), so a VolumeSnapshot that never gets its snapshot leaves none behind.
     pub(super) async fn settle(&self, mut snap: Snapshot, req: &SnapshotRequest) -> Result<Snapshot> {
+        let held = match &req.lock {
+            Some(_) => self.lock_of(&snap.id).await?,
+            None => None,
+        };
+        if !req.fast_restore_zones.is_empty() {
+            match self.enable_fast_restores(&snap.id, &req.fast_restore_zones).await {
+                Ok(zones) => snap.fast_restore_zones = zones,
+                Err(e) => {
+                    if held.is_none()
+                        && let Err(d) = self.delete_unlocked(&snap.id).await
+                    {
+                        warn!(snapshot = %snap.id, error = %d, "could not delete the snapshot whose fast restores failed");
+                    }
+                    return Err(e);
+                }
+            }
+        }
         if let Some(lock) = &req.lock {
-            snap.lock = match self.lock_of(&snap.id).await? {
+            snap.lock = match held {
                 Some(held) => Some(held),
                 None => self.lock(&snap.id, lock).await?,
             };
-        }
-        if !req.fast_restore_zones.is_empty() {
-            snap.fast_restore_zones = self.enable_fast_restores(&snap.id, &req.fast_restore_zones).await?;
         }
         Ok(snap)
     }
