@@ -860,26 +860,58 @@ async fn a_snapshot_class_locks_enables_fast_restores_and_names_its_outpost() {
     // The lock was made but its answer lost: the call fails, and the CO's retry settles it.
     let first = d.controller.create_snapshot(req.clone()).await;
     assert_eq!(code(first), Code::Unavailable);
-    let s = d.controller.create_snapshot(req.clone()).await.unwrap().into_inner().snapshot.unwrap();
-    let again = d.controller.create_snapshot(req).await.unwrap().into_inner().snapshot.unwrap();
+    let s = d
+        .controller
+        .create_snapshot(req.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    let again = d
+        .controller
+        .create_snapshot(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
     assert_eq!(again.snapshot_id, s.snapshot_id);
     assert_eq!(proxy.count("CreateSnapshot"), 1, "one snapshot");
     assert_eq!(proxy.count("LockSnapshot"), 1, "never locked twice");
     let sent = &proxy.params("LockSnapshot")[0];
     let param = |k: &str| sent.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
     assert_eq!(
-        (param("SnapshotId"), param("LockMode"), param("LockDuration"), param("ExpirationDate")),
+        (
+            param("SnapshotId"),
+            param("LockMode"),
+            param("LockDuration"),
+            param("ExpirationDate")
+        ),
         (Some(s.snapshot_id.as_str()), Some("governance"), Some("3"), None)
     );
     let created = &proxy.params("CreateSnapshot")[0];
-    assert!(created.iter().any(|(k, v)| k == "OutpostArn" && v == outpost), "{created:?}");
+    assert!(
+        created.iter().any(|(k, v)| k == "OutpostArn" && v == outpost),
+        "{created:?}"
+    );
     assert_eq!(
         proxy.snapshots.fast_restores.lock().unwrap()[&s.snapshot_id],
         ["us-east-1a", "us-east-1b"]
     );
-    let described = moto.client().describe_snapshots().snapshot_ids(&s.snapshot_id).send().await.unwrap();
+    let described = moto
+        .client()
+        .describe_snapshots()
+        .snapshot_ids(&s.snapshot_id)
+        .send()
+        .await
+        .unwrap();
     let tags = described.snapshots()[0].tags();
-    assert!(tags.iter().any(|t| t.key() == Some("team") && t.value() == Some("ns-a")), "{tags:?}");
+    assert!(
+        tags.iter()
+            .any(|t| t.key() == Some("team") && t.value() == Some("ns-a")),
+        "{tags:?}"
+    );
 
     // A locked snapshot is not deleted: FAILED_PRECONDITION saying until when.
     let expires = proxy.snapshots.locks.lock().unwrap()[&s.snapshot_id].expires_ms;
@@ -890,11 +922,14 @@ async fn a_snapshot_class_locks_enables_fast_restores_and_names_its_outpost() {
 }
 
 /// A lock until a date a few seconds ahead refuses DeleteSnapshot, then lets it through once
-/// expired (the proxy plays EC2's lock, see above); bad combinations reach no EC2 call.
+/// expired (the proxy plays EC2's lock, see above); bad combinations reach no EC2 call; fast
+/// restores EC2 refuses (the proxy answers UnauthorizedOperation once) fail the call and leave
+/// no snapshot.
 #[tokio::test]
 async fn an_expired_snapshot_lock_lets_the_delete_through_and_bad_classes_make_nothing() {
     let moto = Moto::start();
-    let proxy = FaultProxy::start(&moto.url, HashMap::new());
+    let plan = HashMap::from([("EnableFastSnapshotRestores", vec![Fault::Unauthorized])]);
+    let proxy = FaultProxy::start(&moto.url, plan);
     let instance = moto.instance("m5.large").await;
     let mut d = aws_driver(&proxy.url, &instance, &[]).await;
     let vol = d
@@ -912,16 +947,60 @@ async fn an_expired_snapshot_lock_lets_the_delete_through_and_bad_classes_make_n
         vec![("fastSnapshotRestoreAvailabilityZones", "us-west-2a")],
         vec![("lockDuration", "1")],
         vec![("lockMode", "compliance")],
-        vec![("lockMode", "compliance"), ("lockDuration", "1"), ("lockExpirationDate", &future)],
-        vec![("lockMode", "governance"), ("lockDuration", "1"), ("lockCoolOffPeriod", "1")],
-        vec![("lockMode", "compliance"), ("lockDuration", "1"), ("lockCoolOffPeriod", "100")],
+        vec![
+            ("lockMode", "compliance"),
+            ("lockDuration", "1"),
+            ("lockExpirationDate", &future),
+        ],
+        vec![
+            ("lockMode", "governance"),
+            ("lockDuration", "1"),
+            ("lockCoolOffPeriod", "1"),
+        ],
+        vec![
+            ("lockMode", "compliance"),
+            ("lockDuration", "1"),
+            ("lockCoolOffPeriod", "100"),
+        ],
         vec![("outpostArn", "arn:aws:ec2:us-east-1:123456789012:volume/vol-1")],
     ];
     for pairs in bad {
-        let r = d.controller.create_snapshot(snapshot_req("snapshot-bad", &vol, &pairs)).await;
+        let r = d
+            .controller
+            .create_snapshot(snapshot_req("snapshot-bad", &vol, &pairs))
+            .await;
         assert_eq!(code(r), Code::InvalidArgument, "{pairs:?}");
     }
     assert_eq!(proxy.count("CreateSnapshot"), 0, "nothing was made");
+
+    let fast = snapshot_req(
+        "snapshot-fast",
+        &vol,
+        &[("fastSnapshotRestoreAvailabilityZones", "us-east-1c")],
+    );
+    let refused = d.controller.create_snapshot(fast.clone()).await;
+    assert_eq!(code(refused), Code::FailedPrecondition);
+    assert_eq!(proxy.count("DeleteSnapshot"), 1, "the snapshot was deleted again");
+    let made = &proxy.params("DeleteSnapshot")[0];
+    assert!(
+        !moto_has_snapshot(
+            &moto,
+            &made[made.iter().position(|(k, _)| k == "SnapshotId").unwrap()].1
+        )
+        .await
+    );
+    let fast = d
+        .controller
+        .create_snapshot(fast)
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert_eq!(
+        proxy.snapshots.fast_restores.lock().unwrap()[&fast.snapshot_id],
+        ["us-east-1c"]
+    );
 
     let until = ebs_csi::ebs::rfc3339(ebs_csi::ebs::now_ms() + 4_000);
     let s = d

@@ -71,7 +71,14 @@ async fn a_lock_fast_restores_and_tags_take_effect_and_a_retry_changes_nothing()
         ],
     );
     let before = now_ms();
-    let s = d.controller.create_snapshot(req.clone()).await.unwrap().into_inner().snapshot.unwrap();
+    let s = d
+        .controller
+        .create_snapshot(req.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
     let rec = record(&d, &s.snapshot_id).await;
     let lock = rec.lock.expect("the snapshot is locked");
     assert_eq!(lock.mode, LockMode::Governance);
@@ -80,7 +87,14 @@ async fn a_lock_fast_restores_and_tags_take_effect_and_a_retry_changes_nothing()
     assert_eq!(rec.tags["owner"], "TEAM-A");
 
     // A retry answers the same snapshot and neither moves the lock nor repeats a zone.
-    let again = d.controller.create_snapshot(req).await.unwrap().into_inner().snapshot.unwrap();
+    let again = d
+        .controller
+        .create_snapshot(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
     assert_eq!(again.snapshot_id, s.snapshot_id);
     let rec2 = record(&d, &s.snapshot_id).await;
     assert_eq!(rec2.lock, Some(lock));
@@ -162,20 +176,56 @@ async fn bad_parameters_and_combinations_make_nothing() {
     let vol = volume(&mut d, "pvc-refused").await;
     let future = rfc3339(now_ms() + 86_400_000);
     let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
-        (vec![("fastSnapshotRestoreAvailabilityZones", "local-1a,us-east-1a")], "us-east-1a"),
+        (
+            vec![("fastSnapshotRestoreAvailabilityZones", "local-1a,us-east-1a")],
+            "us-east-1a",
+        ),
         (vec![("lockDuration", "1")], "lockMode"),
         (vec![("lockMode", "governance")], "lockDuration"),
-        (vec![("lockMode", "governance"), ("lockDuration", "1"), ("lockExpirationDate", &future)], "both"),
-        (vec![("lockMode", "governance"), ("lockDuration", "1"), ("lockCoolOffPeriod", "2")], "compliance"),
-        (vec![("lockMode", "compliance"), ("lockDuration", "1"), ("lockCoolOffPeriod", "73")], "72"),
+        (
+            vec![
+                ("lockMode", "governance"),
+                ("lockDuration", "1"),
+                ("lockExpirationDate", &future),
+            ],
+            "both",
+        ),
+        (
+            vec![
+                ("lockMode", "governance"),
+                ("lockDuration", "1"),
+                ("lockCoolOffPeriod", "2"),
+            ],
+            "compliance",
+        ),
+        (
+            vec![
+                ("lockMode", "compliance"),
+                ("lockDuration", "1"),
+                ("lockCoolOffPeriod", "73"),
+            ],
+            "72",
+        ),
         (vec![("lockMode", "compliance"), ("lockDuration", "36501")], "36500"),
-        (vec![("lockMode", "compliance"), ("lockExpirationDate", "2001-01-01T00:00:00Z")], "future"),
-        (vec![("lockMode", "compliance"), ("lockExpirationDate", "next week")], "RFC 3339"),
+        (
+            vec![
+                ("lockMode", "compliance"),
+                ("lockExpirationDate", "2001-01-01T00:00:00Z"),
+            ],
+            "future",
+        ),
+        (
+            vec![("lockMode", "compliance"), ("lockExpirationDate", "next week")],
+            "RFC 3339",
+        ),
         (vec![("lockMode", "sealed"), ("lockDuration", "1")], "lock mode"),
         (vec![("outpostArn", "op-0123456789abcdef0")], "not an Outpost ARN"),
         // Well formed, but the local backend has no Outposts.
         (
-            vec![("outpostArn", "arn:aws:outposts:us-west-2:111122223333:outpost/op-0123456789abcdef0")],
+            vec![(
+                "outpostArn",
+                "arn:aws:outposts:us-west-2:111122223333:outpost/op-0123456789abcdef0",
+            )],
             "no Outposts",
         ),
         (vec![("tagSpecification_1", "a={{ .PVCName }}")], "unknown field"),

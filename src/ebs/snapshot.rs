@@ -173,7 +173,10 @@ pub fn check_outpost_arn(value: &str) -> Result<()> {
     if service != "outposts" {
         return Err(bad("its service is not outposts"));
     }
-    let region_ok = !region.is_empty() && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let region_ok = !region.is_empty()
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !region_ok {
         return Err(bad("its region is not a region name"));
     }
@@ -194,7 +197,9 @@ pub fn rfc3339(ms: i64) -> String {
     let nanos = i128::from(ms) * 1_000_000;
     match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
         Ok(t) => {
-            let t = t.replace_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000).unwrap_or(t);
+            let t = t
+                .replace_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000)
+                .unwrap_or(t);
             t.format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_else(|_| format!("{ms} ms after the epoch"))
         }
@@ -239,8 +244,14 @@ mod tests {
             (lock(Governance, LockTerm::Days(0), None), "out of range"),
             (lock(Governance, LockTerm::Days(36_501), None), "out of range"),
             (lock(Governance, LockTerm::Until(NOW), None), "not in the future"),
-            (lock(Governance, LockTerm::Until(NOW + 36_501 * MS_PER_DAY), None), "days ahead"),
-            (lock(Governance, LockTerm::Days(1), Some(1)), "only to lockMode compliance"),
+            (
+                lock(Governance, LockTerm::Until(NOW + 36_501 * MS_PER_DAY), None),
+                "days ahead",
+            ),
+            (
+                lock(Governance, LockTerm::Days(1), Some(1)),
+                "only to lockMode compliance",
+            ),
             (lock(Compliance, LockTerm::Days(1), Some(73)), "1 to 72 hours"),
             (lock(Compliance, LockTerm::Days(1), Some(0)), "1 to 72 hours"),
         ];
@@ -278,7 +289,11 @@ mod tests {
             "arn:aws:outposts:us-west-2:111122223333:site/os-0123456789abcdef0",
             "arn:aws:outposts:US WEST:111122223333:outpost/op-0123456789abcdef0",
         ] {
-            assert_eq!(check_outpost_arn(bad).unwrap_err().code(), tonic::Code::InvalidArgument, "{bad}");
+            assert_eq!(
+                check_outpost_arn(bad).unwrap_err().code(),
+                tonic::Code::InvalidArgument,
+                "{bad}"
+            );
         }
     }
 }

@@ -103,10 +103,7 @@ impl Builder {
             let asked = params::parse_snapshot_params(&parameters, &named, crate::ebs::now_ms())
                 .map_err(|e| class_origin.error("parameters", e.to_string()))?;
             if asked.outpost_arn.is_some() {
-                return Err(class_origin.error(
-                    "parameters.outpostArn",
-                    "the demo's local backend has no Outposts",
-                ));
+                return Err(class_origin.error("parameters.outpostArn", "the demo's local backend has no Outposts"));
             }
             // The snapshotter's --extra-create-metadata.
             parameters.insert("csi.storage.k8s.io/volumesnapshot/name".into(), name.clone());

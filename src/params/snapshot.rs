@@ -193,7 +193,10 @@ mod tests {
         let date = rfc3339(NOW + 10_000);
         let r = parse(&[
             ("fastSnapshotRestoreAvailabilityZones", " z-1b, z-1a ,z-1b"),
-            ("OUTPOSTARN", "arn:aws:outposts:us-west-2:111122223333:outpost/op-0123456789abcdef0"),
+            (
+                "OUTPOSTARN",
+                "arn:aws:outposts:us-west-2:111122223333:outpost/op-0123456789abcdef0",
+            ),
             ("lockMode", "Compliance"),
             ("lockExpirationDate", &date),
             ("lockCoolOffPeriod", "2"),
@@ -217,7 +220,10 @@ mod tests {
         assert_eq!(r.tags["of"], "nightly");
         assert_eq!(r.tags["kubernetes.io/created-for/volumesnapshot/name"], "nightly");
         // 1_800_000_000 s is 2027-01-15T08:00:00Z: an offset is honoured.
-        let plus = parse(&[("lockMode", "governance"), ("lockExpirationDate", "2027-01-15T10:00:01+02:00")]);
+        let plus = parse(&[
+            ("lockMode", "governance"),
+            ("lockExpirationDate", "2027-01-15T10:00:01+02:00"),
+        ]);
         assert_eq!(plus.unwrap().lock.unwrap().term, LockTerm::Until(NOW + 1_000));
         let days = parse(&[("lockmode", "GOVERNANCE"), ("lockduration", "7")]).unwrap();
         assert_eq!(days.lock.unwrap().term, LockTerm::Days(7));
@@ -236,26 +242,53 @@ mod tests {
             (vec![("lockMode", "governance")], "needs lockDuration"),
             (vec![("lockMode", "frozen"), ("lockDuration", "1")], "not a lock mode"),
             (
-                vec![("lockMode", "governance"), ("lockDuration", "1"), ("lockExpirationDate", &date)],
+                vec![
+                    ("lockMode", "governance"),
+                    ("lockDuration", "1"),
+                    ("lockExpirationDate", &date),
+                ],
                 "both set",
             ),
             (
-                vec![("lockMode", "governance"), ("lockDuration", "1"), ("lockCoolOffPeriod", "1")],
+                vec![
+                    ("lockMode", "governance"),
+                    ("lockDuration", "1"),
+                    ("lockCoolOffPeriod", "1"),
+                ],
                 "only to lockMode compliance",
             ),
             (
-                vec![("lockMode", "compliance"), ("lockDuration", "1"), ("lockCoolOffPeriod", "73")],
+                vec![
+                    ("lockMode", "compliance"),
+                    ("lockDuration", "1"),
+                    ("lockCoolOffPeriod", "73"),
+                ],
                 "1 to 72 hours",
             ),
             (vec![("lockMode", "compliance"), ("lockDuration", "0")], "out of range"),
-            (vec![("lockMode", "compliance"), ("lockDuration", "-1")], "whole number of days"),
-            (vec![("lockMode", "compliance"), ("lockExpirationDate", "tomorrow")], "RFC 3339"),
             (
-                vec![("lockMode", "compliance"), ("lockExpirationDate", "2020-01-01T00:00:00Z")],
+                vec![("lockMode", "compliance"), ("lockDuration", "-1")],
+                "whole number of days",
+            ),
+            (
+                vec![("lockMode", "compliance"), ("lockExpirationDate", "tomorrow")],
+                "RFC 3339",
+            ),
+            (
+                vec![
+                    ("lockMode", "compliance"),
+                    ("lockExpirationDate", "2020-01-01T00:00:00Z"),
+                ],
                 "not in the future",
             ),
-            (vec![("tagSpecification_1", "a={{ .PVCName }}")], "unknown field .PVCName"),
-            (vec![("tagSpecification_1", "a=1"), ("tagSpecification_2", "a=2")], "both set tag"),
+            (
+                vec![("tagSpecification_1", "a={{ .PVCName }}")],
+                "unknown field .PVCName",
+            ),
+            (
+                vec![("tagSpecification_1", "a=1"), ("tagSpecification_2", "a=2")],
+                "both set tag",
+            ),
             (vec![("encrypted", "true")], "unknown parameter"),
         ];
         for (pairs, why) in cases {

@@ -372,7 +372,14 @@ fn with_copy_sources(response: Vec<u8>, copies: &Mutex<HashMap<String, String>>)
 }
 
 /// moto's zones in `REGION`.
-pub const MOTO_ZONES: [&str; 6] = ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1d", "us-east-1e", "us-east-1f"];
+pub const MOTO_ZONES: [&str; 6] = [
+    "us-east-1a",
+    "us-east-1b",
+    "us-east-1c",
+    "us-east-1d",
+    "us-east-1e",
+    "us-east-1f",
+];
 
 /// A form body's decoded pairs, in order.
 fn form(body: &str) -> Vec<(String, String)> {
@@ -450,8 +457,9 @@ impl FaultProxy {
                     let pairs = form(&body_of(&request));
                     let exists = |id: &str| {
                         let ask = format!("Action=DescribeSnapshots&Version=2016-11-15&SnapshotId.1={}", enc(id));
-                        to_moto(&upstream, &request, &ask)
-                            .is_some_and(|r| String::from_utf8_lossy(&r).contains(&format!("<snapshotId>{id}</snapshotId>")))
+                        to_moto(&upstream, &request, &ask).is_some_and(|r| {
+                            String::from_utf8_lossy(&r).contains(&format!("<snapshotId>{id}</snapshotId>"))
+                        })
                     };
                     let stand_in = match action.as_str() {
                         "LockSnapshot" => Some(held.lock(&pairs, exists)),

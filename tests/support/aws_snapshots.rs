@@ -139,7 +139,10 @@ impl SnapshotState {
         };
         match cool {
             Some(_) if mode != "compliance" => {
-                return fail("InvalidParameterCombination", "CoolOffPeriod applies to compliance mode only");
+                return fail(
+                    "InvalidParameterCombination",
+                    "CoolOffPeriod applies to compliance mode only",
+                );
             }
             Some(h) if !(1..=72).contains(&h) => {
                 return fail("InvalidParameterValue", "CoolOffPeriod must be 1 to 72");
@@ -147,7 +150,10 @@ impl SnapshotState {
             _ => {}
         }
         if !exists(id) {
-            return fail("InvalidSnapshot.NotFound", &format!("The snapshot '{id}' does not exist."));
+            return fail(
+                "InvalidSnapshot.NotFound",
+                &format!("The snapshot '{id}' does not exist."),
+            );
         }
         let lock = HeldLock {
             mode: mode.to_owned(),
@@ -169,7 +175,10 @@ impl SnapshotState {
             .filter(|(id, _)| ids.is_empty() || ids.contains(id))
             .map(|(id, l)| format!("<item><ownerId>123456789012</ownerId>{}</item>", l.xml(id)))
             .collect();
-        ok("DescribeLockedSnapshots", &format!("<snapshotSet>{items}</snapshotSet>"))
+        ok(
+            "DescribeLockedSnapshots",
+            &format!("<snapshotSet>{items}</snapshotSet>"),
+        )
     }
 
     /// EnableFastSnapshotRestores: `zones` are the region's.
@@ -184,7 +193,10 @@ impl SnapshotState {
             let mut errors = String::new();
             for z in &wanted {
                 let error = if !exists(id) {
-                    Some(("InvalidSnapshot.NotFound", format!("The snapshot '{id}' does not exist.")))
+                    Some((
+                        "InvalidSnapshot.NotFound",
+                        format!("The snapshot '{id}' does not exist."),
+                    ))
                 } else if !zones.contains(&z.as_str()) {
                     Some(("InvalidParameterValue", format!("Invalid availability zone: [{z}]")))
                 } else {
@@ -227,7 +239,10 @@ impl SnapshotState {
         let lock = locks.get(id).filter(|l| l.state(now_ms()) != "expired")?;
         Some(fail(
             "SnapshotLocked",
-            &format!("The snapshot '{id}' is locked in {} mode and cannot be deleted.", lock.mode),
+            &format!(
+                "The snapshot '{id}' is locked in {} mode and cannot be deleted.",
+                lock.mode
+            ),
         ))
     }
 }

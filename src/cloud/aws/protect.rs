@@ -12,7 +12,11 @@ fn ms(t: Option<&DateTime>) -> Option<i64> {
 }
 
 /// A lock as EC2 reports it; None for a state this driver does not know.
-fn lock_from(state: Option<&ec2::LockState>, expires: Option<&DateTime>, cool_off: Option<&DateTime>) -> Option<SnapshotLock> {
+fn lock_from(
+    state: Option<&ec2::LockState>,
+    expires: Option<&DateTime>,
+    cool_off: Option<&DateTime>,
+) -> Option<SnapshotLock> {
     let mode = match state? {
         ec2::LockState::Governance => LockMode::Governance,
         ec2::LockState::Compliance | ec2::LockState::ComplianceCooloff => LockMode::Compliance,
