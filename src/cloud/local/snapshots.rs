@@ -61,6 +61,7 @@ impl Inner {
     /// Locks it and records fast restores, where the request asks and they are not there yet;
     /// a lock already on it (expired or not) is kept as it is, as a retried call must not move it.
     pub(super) fn settle_snapshot(&self, id: &str, req: &SnapshotRequest) -> Result<Snapshot> {
+        self.crash_point("snapshot:before-protect");
         let now = now_ms();
         self.store
             .update_snapshot(id, |r| {
