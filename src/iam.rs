@@ -5,9 +5,10 @@
 use serde_json::{Value, json};
 
 /// Calls that read, and cannot be scoped to resources.
-pub const DESCRIBE_ACTIONS: [&str; 6] = [
+pub const DESCRIBE_ACTIONS: [&str; 7] = [
     "ec2:DescribeAvailabilityZones",
     "ec2:DescribeInstances",
+    "ec2:DescribeLockedSnapshots",
     "ec2:DescribeSnapshots",
     "ec2:DescribeVolumes",
     "ec2:DescribeVolumesModifications",
@@ -53,7 +54,7 @@ fn statements(w: Workflows) -> Vec<Statement> {
             actions: &DESCRIBE_ACTIONS,
             resources: &["*"],
             condition: None,
-            why: "every workflow: reading volumes, snapshots, instances and modifications (EC2 cannot scope reads)",
+            why: "every workflow: reading volumes, snapshots and their locks, instances and modifications (EC2 cannot scope reads)",
         },
         Statement {
             sid: "CreateOnlyTagged",
@@ -104,6 +105,13 @@ fn statements(w: Workflows) -> Vec<Statement> {
             resources: &[SNAPSHOTS],
             condition: tagged(),
             why: "snapshot deletion, and the temporary snapshot of a clone",
+        },
+        Statement {
+            sid: "ProtectOwnSnapshots",
+            actions: &["ec2:LockSnapshot", "ec2:EnableFastSnapshotRestores"],
+            resources: &[SNAPSHOTS],
+            condition: tagged(),
+            why: "VolumeSnapshotClass lockMode and fastSnapshotRestoreAvailabilityZones on snapshots this driver made",
         },
     ];
     if w.static_volumes {
@@ -404,6 +412,11 @@ mod tests {
                     tag_on("CreateSnapshot", NEW_SNAP),
                 ],
             ),
+            ("snapshot lock", vec![check("ec2:LockSnapshot", SNAP, OURS)]),
+            (
+                "snapshot fast restores",
+                vec![check("ec2:EnableFastSnapshotRestores", SNAP, OURS)],
+            ),
             (
                 "restore",
                 vec![
@@ -482,6 +495,8 @@ mod tests {
                     check("ec2:DeleteSnapshot", SNAP, NONE),
                     check("ec2:CreateTags", VOL, NONE),
                     check("ec2:CreateSnapshot", VOL, NONE),
+                    check("ec2:LockSnapshot", SNAP, NONE),
+                    check("ec2:EnableFastSnapshotRestores", SNAP, NONE),
                 ] {
                     assert!(!allowed(&p, &c), "{} on an untagged resource with {w:?}", c.action);
                 }

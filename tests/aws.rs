@@ -792,3 +792,253 @@ async fn a_clone_is_one_copy_volumes_call() {
     let sent = &proxy.params("CopyVolumes")[1];
     assert!(sent.iter().any(|(k, v)| k == "Size" && v == "4"), "{sent:?}");
 }
+
+fn snapshot_req(name: &str, source: &str, pairs: &[(&str, &str)]) -> CreateSnapshotRequest {
+    CreateSnapshotRequest {
+        name: name.into(),
+        source_volume_id: source.into(),
+        parameters: params(pairs),
+        ..Default::default()
+    }
+}
+
+async fn delete_snapshot(d: &mut support::Driver, id: &str) -> Result<(), tonic::Status> {
+    d.controller
+        .delete_snapshot(DeleteSnapshotRequest {
+            snapshot_id: id.into(),
+            ..Default::default()
+        })
+        .await
+        .map(|_| ())
+}
+
+async fn moto_has_snapshot(moto: &Moto, id: &str) -> bool {
+    moto.client()
+        .describe_snapshots()
+        .owner_ids("self")
+        .send()
+        .await
+        .unwrap()
+        .snapshots()
+        .iter()
+        .any(|s| s.snapshot_id() == Some(id))
+}
+
+/// VolumeSnapshotClass locks, fast restores and Outposts. moto lacks LockSnapshot,
+/// DescribeLockedSnapshots and fast snapshot restores: the tests' proxy answers those as the EC2
+/// API reference documents them (support/aws_snapshots.rs) and refuses DeleteSnapshot while a
+/// lock holds; everything else is moto's. A lost LockSnapshot answer is retried by the CO, and
+/// the retry reads the lock back instead of locking twice.
+#[tokio::test]
+async fn a_snapshot_class_locks_enables_fast_restores_and_names_its_outpost() {
+    let moto = Moto::start();
+    let plan = HashMap::from([("LockSnapshot", vec![Fault::LoseResponse])]);
+    let proxy = FaultProxy::start(&moto.url, plan);
+    let instance = moto.instance("m5.large").await;
+    let mut d = aws_driver(&proxy.url, &instance, &[]).await;
+    let vol = d
+        .controller
+        .create_volume(create_in_zone("pvc-locked", 2, &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap()
+        .volume_id;
+    let outpost = "arn:aws:outposts:us-east-1:123456789012:outpost/op-0123456789abcdef0";
+    let req = snapshot_req(
+        "snapshot-locked",
+        &vol,
+        &[
+            ("lockMode", "governance"),
+            ("lockDuration", "3"),
+            ("fastSnapshotRestoreAvailabilityZones", "us-east-1a, us-east-1b"),
+            ("outpostArn", outpost),
+            ("csi.storage.k8s.io/volumesnapshot/namespace", "ns-a"),
+            ("tagSpecification_1", "team={{ .VolumeSnapshotNamespace }}"),
+        ],
+    );
+    // The lock was made but its answer lost: the call fails, and the CO's retry settles it.
+    let first = d.controller.create_snapshot(req.clone()).await;
+    assert_eq!(code(first), Code::Unavailable);
+    let s = d
+        .controller
+        .create_snapshot(req.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    let again = d
+        .controller
+        .create_snapshot(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert_eq!(again.snapshot_id, s.snapshot_id);
+    assert_eq!(proxy.count("CreateSnapshot"), 1, "one snapshot");
+    assert_eq!(proxy.count("LockSnapshot"), 1, "never locked twice");
+    let sent = &proxy.params("LockSnapshot")[0];
+    let param = |k: &str| sent.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    assert_eq!(
+        (
+            param("SnapshotId"),
+            param("LockMode"),
+            param("LockDuration"),
+            param("ExpirationDate")
+        ),
+        (Some(s.snapshot_id.as_str()), Some("governance"), Some("3"), None)
+    );
+    let created = &proxy.params("CreateSnapshot")[0];
+    assert!(
+        created.iter().any(|(k, v)| k == "OutpostArn" && v == outpost),
+        "{created:?}"
+    );
+    assert_eq!(
+        proxy.snapshots.fast_restores.lock().unwrap()[&s.snapshot_id],
+        ["us-east-1a", "us-east-1b"]
+    );
+    let described = moto
+        .client()
+        .describe_snapshots()
+        .snapshot_ids(&s.snapshot_id)
+        .send()
+        .await
+        .unwrap();
+    let tags = described.snapshots()[0].tags();
+    assert!(
+        tags.iter()
+            .any(|t| t.key() == Some("team") && t.value() == Some("ns-a")),
+        "{tags:?}"
+    );
+
+    // A locked snapshot is not deleted: FAILED_PRECONDITION saying until when.
+    let expires = proxy.snapshots.locks.lock().unwrap()[&s.snapshot_id].expires_ms;
+    let e = delete_snapshot(&mut d, &s.snapshot_id).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains(&ebs_csi::ebs::rfc3339(expires)), "{}", e.message());
+    assert!(moto_has_snapshot(&moto, &s.snapshot_id).await);
+}
+
+/// A lock until a date a few seconds ahead refuses DeleteSnapshot, then lets it through once
+/// expired (the proxy plays EC2's lock, see above); bad combinations reach no EC2 call; fast
+/// restores EC2 refuses (the proxy answers UnauthorizedOperation once) fail the call and leave
+/// no snapshot.
+#[tokio::test]
+async fn an_expired_snapshot_lock_lets_the_delete_through_and_bad_classes_make_nothing() {
+    let moto = Moto::start();
+    let plan = HashMap::from([("EnableFastSnapshotRestores", vec![Fault::Unauthorized])]);
+    let proxy = FaultProxy::start(&moto.url, plan);
+    let instance = moto.instance("m5.large").await;
+    let mut d = aws_driver(&proxy.url, &instance, &[]).await;
+    let vol = d
+        .controller
+        .create_volume(create_in_zone("pvc-expiring", 1, &[]))
+        .await
+        .unwrap()
+        .into_inner()
+        .volume
+        .unwrap()
+        .volume_id;
+
+    let future = ebs_csi::ebs::rfc3339(ebs_csi::ebs::now_ms() + 86_400_000);
+    let bad: Vec<Vec<(&str, &str)>> = vec![
+        vec![("fastSnapshotRestoreAvailabilityZones", "us-west-2a")],
+        vec![("lockDuration", "1")],
+        vec![("lockMode", "compliance")],
+        vec![
+            ("lockMode", "compliance"),
+            ("lockDuration", "1"),
+            ("lockExpirationDate", &future),
+        ],
+        vec![
+            ("lockMode", "governance"),
+            ("lockDuration", "1"),
+            ("lockCoolOffPeriod", "1"),
+        ],
+        vec![
+            ("lockMode", "compliance"),
+            ("lockDuration", "1"),
+            ("lockCoolOffPeriod", "100"),
+        ],
+        vec![("outpostArn", "arn:aws:ec2:us-east-1:123456789012:volume/vol-1")],
+    ];
+    for pairs in bad {
+        let r = d
+            .controller
+            .create_snapshot(snapshot_req("snapshot-bad", &vol, &pairs))
+            .await;
+        assert_eq!(code(r), Code::InvalidArgument, "{pairs:?}");
+    }
+    assert_eq!(proxy.count("CreateSnapshot"), 0, "nothing was made");
+
+    let fast = snapshot_req(
+        "snapshot-fast",
+        &vol,
+        &[("fastSnapshotRestoreAvailabilityZones", "us-east-1c")],
+    );
+    let refused = d.controller.create_snapshot(fast.clone()).await;
+    assert_eq!(code(refused), Code::FailedPrecondition);
+    assert_eq!(proxy.count("DeleteSnapshot"), 1, "the snapshot was deleted again");
+    let made = &proxy.params("DeleteSnapshot")[0];
+    assert!(
+        !moto_has_snapshot(
+            &moto,
+            &made[made.iter().position(|(k, _)| k == "SnapshotId").unwrap()].1
+        )
+        .await
+    );
+    let fast = d
+        .controller
+        .create_snapshot(fast)
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert_eq!(
+        proxy.snapshots.fast_restores.lock().unwrap()[&fast.snapshot_id],
+        ["us-east-1c"]
+    );
+
+    let until = ebs_csi::ebs::rfc3339(ebs_csi::ebs::now_ms() + 4_000);
+    let s = d
+        .controller
+        .create_snapshot(snapshot_req(
+            "snapshot-expiring",
+            &vol,
+            &[
+                ("lockMode", "compliance"),
+                ("lockExpirationDate", &until),
+                ("lockCoolOffPeriod", "1"),
+            ],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    let sent = &proxy.params("LockSnapshot")[0];
+    assert!(sent.iter().any(|(k, v)| k == "CoolOffPeriod" && v == "1"), "{sent:?}");
+    assert!(sent.iter().any(|(k, _)| k == "ExpirationDate"), "{sent:?}");
+    let expires = proxy.snapshots.locks.lock().unwrap()[&s.snapshot_id].expires_ms;
+    if ebs_csi::ebs::now_ms() < expires - 500 {
+        let e = delete_snapshot(&mut d, &s.snapshot_id).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(e.message().contains(&ebs_csi::ebs::rfc3339(expires)), "{}", e.message());
+    }
+    // The deadline only stops a hang.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        match delete_snapshot(&mut d, &s.snapshot_id).await {
+            Ok(()) => break,
+            Err(e) if e.code() == Code::FailedPrecondition && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(!moto_has_snapshot(&moto, &s.snapshot_id).await);
+}

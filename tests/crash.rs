@@ -219,3 +219,47 @@ async fn delete_volume_converges_after_a_crash() {
         .into_inner();
     assert!(listed.entries.is_empty());
 }
+
+/// A VolumeSnapshotClass lock is written after the copy: a crash between the two leaves a ready
+/// snapshot without its lock, and the retry by name locks that one (no second snapshot).
+#[tokio::test]
+async fn a_snapshot_lock_is_put_on_by_the_retry_after_a_crash() {
+    let step = "snapshot:before-protect";
+    let mut d = Driver::start(&[]).await;
+    let vol = new_volume(&mut d, "pvc-locked").await;
+    let req = CreateSnapshotRequest {
+        name: "snapshot-locked".into(),
+        source_volume_id: vol,
+        parameters: params(&[("lockMode", "governance"), ("lockDuration", "1")]),
+        ..Default::default()
+    };
+    d.crash_and_restart_with_fault(Some(step)).await;
+    let mut c = d.controller.clone();
+    let first = req.clone();
+    tokio::spawn(async move { c.create_snapshot(first).await });
+    crash_at(&mut d, step).await;
+
+    let s = d
+        .controller
+        .create_snapshot(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .snapshot
+        .unwrap();
+    assert_eq!(files(&d, "snapshots"), vec![format!("{}.img", s.snapshot_id)]);
+    let e = d
+        .controller
+        .delete_snapshot(DeleteSnapshotRequest {
+            snapshot_id: s.snapshot_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains("locked in governance mode until"),
+        "{}",
+        e.message()
+    );
+}

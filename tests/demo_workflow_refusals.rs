@@ -37,6 +37,13 @@ fn ephemeral_pod(template: &str) -> String {
     )
 }
 
+/// A claim made at once, a VolumeSnapshotClass with `params`, and a snapshot of the claim.
+fn snapshot_with(params: &str) -> String {
+    format!(
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: now\nprovisioner: ebs.csi.aws.com\nvolumeBindingMode: Immediate\n---\napiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: src\nspec:\n  accessModes: [ReadWriteOnce]\n  storageClassName: now\n  resources:\n    requests:\n      storage: 1Gi\n---\napiVersion: snapshot.storage.k8s.io/v1\nkind: VolumeSnapshotClass\nmetadata:\n  name: locked\ndriver: ebs.csi.aws.com\ndeletionPolicy: Delete\nparameters:\n{params}---\napiVersion: snapshot.storage.k8s.io/v1\nkind: VolumeSnapshot\nmetadata:\n  name: snap\nspec:\n  volumeSnapshotClassName: locked\n  source:\n    persistentVolumeClaimName: src\n"
+    )
+}
+
 fn zonal_pod(zone: &str) -> String {
     format!(
         "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: d\nspec:\n  accessModes: [ReadWriteOnce]\n  resources:\n    requests:\n      storage: 1Gi\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: app\nspec:\n  nodeSelector:\n    topology.kubernetes.io/zone: {zone}\n  containers:\n    - name: c\n      image: busybox\n      volumeMounts:\n        - name: v\n          mountPath: /v\n  volumes:\n    - name: v\n      persistentVolumeClaim:\n        claimName: d\n"
@@ -71,6 +78,24 @@ fn cases() -> Vec<Case> {
     );
     let no_class = "  storageClassName: \"\"\n";
     vec![
+        case(
+            "a VolumeSnapshotClass lock without a duration or an expiration date",
+            vec![("s.yaml", snapshot_with("  lockMode: governance\n"))],
+            vec!["s.yaml", "VolumeSnapshotClass locked", "parameters", "lockDuration"],
+        ),
+        case(
+            "a VolumeSnapshotClass naming an Outpost, which the local backend lacks",
+            vec![(
+                "s.yaml",
+                snapshot_with("  outpostArn: arn:aws:outposts:us-east-1:111122223333:outpost/op-0123456789abcdef0\n"),
+            )],
+            vec![
+                "s.yaml",
+                "VolumeSnapshotClass locked",
+                "parameters.outpostArn",
+                "no Outposts",
+            ],
+        ),
         case(
             "a claim naming a PersistentVolume that does not exist",
             vec![("pvc.yaml", static_claim("1Gi", no_class))],

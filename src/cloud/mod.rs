@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ebs::VolumeType;
+use crate::ebs::{SnapshotLock, SnapshotRequest, VolumeType};
 use crate::error::Result;
 
 /// Tags as EC2 keeps them: key → value, ordered so records compare and print stably.
@@ -81,6 +81,12 @@ pub struct Snapshot {
     pub created_at: (i64, i32),
     pub ready: bool,
     pub tags: Tags,
+    /// The lock against deletion, when one was put on it (expired locks included).
+    #[serde(default)]
+    pub lock: Option<SnapshotLock>,
+    /// Zones fast snapshot restores were enabled in.
+    #[serde(default)]
+    pub fast_restore_zones: Vec<String>,
 }
 
 /// A node the cloud knows: an EC2 instance, or a registered local node.
@@ -149,7 +155,17 @@ pub trait Cloud: Send + Sync + 'static {
     async fn resize(&self, id: &str, size_gib: u64) -> Result<Volume>;
     async fn modify(&self, id: &str, change: &Modification) -> Result<Volume>;
 
-    async fn create_snapshot(&self, name: &str, source: &str, tags: &Tags) -> Result<Snapshot>;
+    /// Creates the snapshot named `name` with the request's tags (and Outpost), or finishes one
+    /// a crash interrupted. The lock and fast restores are [`Cloud::settle_snapshot`]'s.
+    async fn create_snapshot(&self, name: &str, source: &str, req: &SnapshotRequest) -> Result<Snapshot>;
+    /// Puts on `snap` what the request asks that is not in place yet: its lock (never a second
+    /// one over a lock it already has) and fast restores in each zone asked. Repeatable.
+    async fn settle_snapshot(&self, snap: Snapshot, req: &SnapshotRequest) -> Result<Snapshot>;
+    /// Whether snapshots can be made on an Outpost (`outpostArn`).
+    fn offers_outposts(&self) -> bool {
+        false
+    }
+    /// Deletes; FailedPrecondition naming the lock's end while a lock holds.
     async fn delete_snapshot(&self, id: &str) -> Result<()>;
     async fn snapshot(&self, id: &str) -> Result<Snapshot>;
     async fn snapshot_by_name(&self, name: &str) -> Result<Option<Snapshot>>;

@@ -2,22 +2,6 @@
 
 use super::*;
 
-/// The snapshotter's extra metadata.
-const SNAPSHOT_META: [(&str, &str); 3] = [
-    (
-        "csi.storage.k8s.io/volumesnapshot/name",
-        "kubernetes.io/created-for/volumesnapshot/name",
-    ),
-    (
-        "csi.storage.k8s.io/volumesnapshot/namespace",
-        "kubernetes.io/created-for/volumesnapshot/namespace",
-    ),
-    (
-        "csi.storage.k8s.io/volumesnapshotcontent/name",
-        "kubernetes.io/created-for/volumesnapshotcontent/name",
-    ),
-];
-
 fn snapshot_message(s: &Snapshot) -> csi::Snapshot {
     csi::Snapshot {
         size_bytes: bytes(s.size_gib),
@@ -42,39 +26,45 @@ impl ControllerService {
             )));
         }
         let source = require(&req.source_volume_id, "source_volume_id")?;
-        let mut tags = self.opts.extra_tags.clone();
-        for (key, value) in &req.parameters {
-            if let Some((_, tag)) = SNAPSHOT_META.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)) {
-                tags.insert((*tag).to_owned(), value.clone());
-            } else if key.to_ascii_lowercase().starts_with("tagspecification_") {
-                tags.extend(params::parse_snapshot_tag(key, value)?);
-            } else {
-                return Err(Error::InvalidArgument(format!(
-                    "snapshot parameter {key:?} is not supported; use tagSpecification_N or the snapshotter's metadata keys"
-                )));
-            }
+        // Every parameter is checked before anything is made.
+        let mut ask = params::parse_snapshot_params(&req.parameters, &self.cloud.zones(), ebs::now_ms())?;
+        if ask.outpost_arn.is_some() && !self.cloud.offers_outposts() {
+            return Err(Error::InvalidArgument(
+                "outpostArn: this backend has no Outposts (only the aws backend makes snapshots on one)".into(),
+            ));
         }
+        let mut tags = self.opts.extra_tags.clone();
+        tags.append(&mut ask.tags);
         tags.insert(SNAPSHOT_NAME_TAG.into(), name.into());
         tags.insert(CLUSTER_TAG.into(), "true".into());
         if let Some(id) = &self.opts.cluster_id {
             tags.insert(format!("kubernetes.io/cluster/{id}"), "owned".into());
         }
+        ask.tags = tags;
         let _guard = self
             .inflight
             .start(format!("snapshot/{name}"), &format!("snapshot name {name:?}"))?;
-        if let Some(existing) = self.cloud.snapshot_by_name(name).await? {
-            if existing.source_volume != source {
+        let snap = match self.cloud.snapshot_by_name(name).await? {
+            Some(existing) if existing.source_volume != source => {
                 return Err(Error::AlreadyExists(format!(
                     "snapshot {} named {name:?} is of volume {}, not {source}",
                     existing.id, existing.source_volume
                 )));
             }
-            return Ok(CreateSnapshotResponse {
-                snapshot: Some(snapshot_message(&existing)),
-            });
-        }
-        let snap = self.cloud.create_snapshot(name, source, &tags).await?;
-        info!(volume = %source, snapshot = %snap.id, "CreateSnapshot done");
+            Some(existing) => existing,
+            None => {
+                let made = self.cloud.create_snapshot(name, source, &ask).await?;
+                info!(volume = %source, snapshot = %made.id, "CreateSnapshot done");
+                made
+            }
+        };
+        // A retry finds the snapshot by name and puts on it whatever a failure or crash left
+        // out; what is already there is left alone.
+        let snap = if ask.lock.is_some() || !ask.fast_restore_zones.is_empty() {
+            self.cloud.settle_snapshot(snap, &ask).await?
+        } else {
+            snap
+        };
         Ok(CreateSnapshotResponse {
             snapshot: Some(snapshot_message(&snap)),
         })

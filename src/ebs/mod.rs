@@ -6,6 +6,7 @@ mod fs;
 mod limits;
 mod performance;
 mod request;
+mod snapshot;
 mod tags;
 mod volume;
 
@@ -16,6 +17,10 @@ pub use self::performance::{
     throughput_allowed,
 };
 pub use self::request::{CreateParams, ModifyParams};
+pub use self::snapshot::{
+    COOL_OFF_HOURS, LOCK_DAYS, LockMode, LockRequest, LockTerm, SnapshotLock, SnapshotRequest, check_outpost_arn,
+    now_ms, rfc3339,
+};
 pub use self::tags::{
     CLUSTER_TAG, MAX_TAG_KEY_CHARS, MAX_TAG_VALUE_CHARS, MAX_USER_TAGS, PV_NAME_TAG, PVC_NAME_TAG, PVC_NAMESPACE_TAG,
     SNAPSHOT_NAME_TAG, VOLUME_NAME_TAG, check_tag_key, check_tag_value, too_many_tags,

@@ -89,16 +89,21 @@ impl Builder {
                             format!("the external-snapshotter refuses unknown keys under {RESERVED_PREFIX}"),
                         ));
                     }
-                } else if k.to_ascii_lowercase().starts_with("tagspecification_") {
-                    params::parse_snapshot_tag(k, v)
-                        .map_err(|e| class_origin.error(&format!("parameters.{k}"), e.to_string()))?;
-                    parameters.insert(k.clone(), v.clone());
                 } else {
-                    return Err(class_origin.error(
-                        &format!("parameters.{k}"),
-                        "is not a snapshot parameter of this driver; use tagSpecification_N",
-                    ));
+                    parameters.insert(k.clone(), v.clone());
                 }
+            }
+            // The driver's own parser; the region's zones are decided later, so fast-restore
+            // zones are checked by the driver when the snapshot is taken.
+            let named: Vec<String> = parameters
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("fastSnapshotRestoreAvailabilityZones"))
+                .flat_map(|(_, v)| v.split(',').map(|z| z.trim().to_owned()))
+                .collect();
+            let asked = params::parse_snapshot_params(&parameters, &named, crate::ebs::now_ms())
+                .map_err(|e| class_origin.error("parameters", e.to_string()))?;
+            if asked.outpost_arn.is_some() {
+                return Err(class_origin.error("parameters.outpostArn", "the demo's local backend has no Outposts"));
             }
             // The snapshotter's --extra-create-metadata.
             parameters.insert("csi.storage.k8s.io/volumesnapshot/name".into(), name.clone());

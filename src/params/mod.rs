@@ -21,6 +21,7 @@
 //! - The gp3 IOPS maximum is EC2's current 80,000; Go starts from a 16,000 fallback and learns
 //!   the regional limit from a dry-run call.
 
+mod snapshot;
 mod tags;
 mod template;
 mod values;
@@ -35,7 +36,7 @@ use crate::ebs::{
 };
 use crate::error::{Error, Result, shown};
 
-pub use self::tags::parse_snapshot_tag;
+pub use self::snapshot::{SNAPSHOT_META, parse_snapshot_params};
 
 const PVC_NAME_KEY: &str = "csi.storage.k8s.io/pvc/name";
 const PVC_NAMESPACE_KEY: &str = "csi.storage.k8s.io/pvc/namespace";

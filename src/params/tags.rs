@@ -9,9 +9,23 @@ use crate::error::{Error, Result, shown};
 /// A `tagSpecification_N` parameter: its key (for messages) and its `key=template` value.
 pub(super) type TagSpec<'a> = (&'a str, &'a str);
 
-/// The tags of a VolumeSnapshotClass `tagSpecification_N` parameter (its templates see no PVC).
-pub fn parse_snapshot_tag(param: &str, value: &str) -> Result<BTreeMap<String, String>> {
-    eval_tag_specs(&[(param, value)], &TemplateProps::default())
+/// The names a VolumeSnapshotClass's templates see (the external-snapshotter's metadata).
+#[derive(Default)]
+pub struct SnapshotProps<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub content_name: &'a str,
+}
+
+/// The tags of VolumeSnapshotClass `tagSpecification_N` parameters, rendered as the Go driver
+/// does with `.VolumeSnapshotName`, `.VolumeSnapshotNamespace`, `.VolumeSnapshotContentName`.
+pub fn snapshot_tags(specs: &[TagSpec<'_>], props: &SnapshotProps<'_>) -> Result<BTreeMap<String, String>> {
+    let fields = [
+        ("VolumeSnapshotName", props.name),
+        ("VolumeSnapshotNamespace", props.namespace),
+        ("VolumeSnapshotContentName", props.content_name),
+    ];
+    render_specs(specs, &template::Props { fields: &fields })
 }
 
 /// The values the tag templates can read.
@@ -35,11 +49,15 @@ impl TemplateProps {
 /// `key=template` → (key, rendered value): the key is everything before the first `=` and is
 /// not a template (as in Go).
 pub fn eval_tag_specs(specs: &[TagSpec<'_>], props: &TemplateProps) -> Result<BTreeMap<String, String>> {
-    let view = template::Props {
-        pvc_name: props.pvc_name.as_deref().unwrap_or(""),
-        pvc_namespace: props.pvc_namespace.as_deref().unwrap_or(""),
-        pv_name: props.pv_name.as_deref().unwrap_or(""),
-    };
+    let fields = [
+        ("PVCName", props.pvc_name.as_deref().unwrap_or("")),
+        ("PVCNamespace", props.pvc_namespace.as_deref().unwrap_or("")),
+        ("PVName", props.pv_name.as_deref().unwrap_or("")),
+    ];
+    render_specs(specs, &template::Props { fields: &fields })
+}
+
+fn render_specs(specs: &[TagSpec<'_>], view: &template::Props<'_>) -> Result<BTreeMap<String, String>> {
     let mut tags = BTreeMap::new();
     let mut origin: BTreeMap<&str, &str> = BTreeMap::new();
     for &(param, spec) in specs {
@@ -51,7 +69,7 @@ pub fn eval_tag_specs(specs: &[TagSpec<'_>], props: &TemplateProps) -> Result<BT
             )));
         };
         check_tag_key(param, key)?;
-        let value = template::render(source, &view).map_err(|e| {
+        let value = template::render(source, view).map_err(|e| {
             Error::InvalidArgument(format!(
                 "parameter {}: tag value template {}: {e}",
                 shown(param),

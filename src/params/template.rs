@@ -1,13 +1,24 @@
 //! Text with `{{ }}` actions; an action is a pipeline (`a | b`) of commands; a command is a
-//! field (`.PVCName`, `.PVCNamespace`, `.PVName`), a literal (string, integer, `true`/`false`),
+//! field (`.PVCName`, `.PVCNamespace`, `.PVName` for volumes; `.VolumeSnapshotName`,
+//! `.VolumeSnapshotNamespace`, `.VolumeSnapshotContentName` for snapshots), a literal (string,
+//! integer, `true`/`false`),
 //! a parenthesised pipeline, or a call of `field`, `substring`, `toUpper`, `toLower` or
 //! `contains` with arguments, the piped value going last. `{{-`/`-}}` trim the whitespace beside
 //! the action and `{{/* */}}` is a comment, as in Go. Anything else is an error.
 
+/// The fields a template may read, by name (`PVCName`), with their values.
 pub(crate) struct Props<'a> {
-    pub pvc_name: &'a str,
-    pub pvc_namespace: &'a str,
-    pub pv_name: &'a str,
+    pub fields: &'a [(&'static str, &'a str)],
+}
+
+impl Props<'_> {
+    fn names(&self) -> String {
+        self.fields
+            .iter()
+            .map(|(n, _)| format!(".{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 const FUNCTIONS: &str = "field, substring, toUpper, toLower, contains";
@@ -222,16 +233,11 @@ fn ident_len(s: &str) -> usize {
 fn lex_field(s: &str) -> Res<(Token, usize)> {
     let name_len = ident_len(&s[1..]);
     if name_len == 0 {
-        return Err("\".\" alone is not supported; use .PVCName, .PVCNamespace or .PVName".into());
+        return Err("\".\" alone is not supported; use a field such as .PVCName".into());
     }
     let name = &s[1..=name_len];
     if s[1 + name_len..].starts_with('.') {
         return Err(format!("field .{name} has no fields"));
-    }
-    if !matches!(name, "PVCName" | "PVCNamespace" | "PVName") {
-        return Err(format!(
-            "unknown field .{name} (available: .PVCName, .PVCNamespace, .PVName)"
-        ));
     }
     Ok((Token::Field(name.to_owned()), 1 + name_len))
 }
@@ -401,7 +407,7 @@ fn eval_pipeline(commands: &[Node], props: &Props<'_>) -> Res<Value> {
 
 fn eval_node(node: &Node, props: &Props<'_>) -> Res<Value> {
     match node {
-        Node::Field(name) => Ok(Value::Str(field_value(name, props).to_owned())),
+        Node::Field(name) => field_value(name, props).map(|v| Value::Str(v.to_owned())),
         Node::Lit(v) => Ok(v.clone()),
         Node::Call(name, args) => {
             let values = args.iter().map(|a| eval_node(a, props)).collect::<Res<Vec<_>>>()?;
@@ -411,12 +417,13 @@ fn eval_node(node: &Node, props: &Props<'_>) -> Res<Value> {
     }
 }
 
-fn field_value<'p>(name: &str, props: &Props<'p>) -> &'p str {
-    match name {
-        "PVCName" => props.pvc_name,
-        "PVCNamespace" => props.pvc_namespace,
-        _ => props.pv_name,
-    }
+fn field_value<'p>(name: &str, props: &Props<'p>) -> Res<&'p str> {
+    props
+        .fields
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| format!("unknown field .{name} (available: {})", props.names()))
 }
 
 fn call(name: &str, args: Vec<Value>) -> Res<Value> {
@@ -541,9 +548,7 @@ fn render_for_test(src: &str, ns: &str) -> Res<String> {
     render(
         src,
         &Props {
-            pvc_name: "data-db-0",
-            pvc_namespace: ns,
-            pv_name: "pvc-1234",
+            fields: &[("PVCName", "data-db-0"), ("PVCNamespace", ns), ("PVName", "pvc-1234")],
         },
     )
 }

@@ -18,6 +18,7 @@ use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use ebs_csi::csi::{CreateVolumeRequest, Topology, TopologyRequirement};
 
 use super::imds::read_request;
+use super::aws_snapshots::SnapshotState;
 
 pub const REGION: &str = "us-east-1";
 pub const AZ: &str = "us-east-1a";
@@ -134,6 +135,8 @@ pub struct FaultProxy {
     pub actions: Arc<Mutex<Vec<String>>>,
     /// (action, form-encoded body) of every request, in arrival order.
     pub requests: Arc<Mutex<Vec<(String, String)>>>,
+    /// Snapshot locks and fast restores (see support/aws_snapshots.rs).
+    pub snapshots: Arc<SnapshotState>,
     /// Percent of every request (any action) answered with a throttle, besides the plan.
     throttle_percent: Arc<AtomicUsize>,
     stop: Arc<AtomicUsize>,
@@ -342,6 +345,24 @@ fn with_copy_sources(response: Vec<u8>, copies: &Mutex<HashMap<String, String>>)
     format!("{}\r\nContent-Length: {}\r\n\r\n{xml}", head.join("\r\n"), xml.len()).into_bytes()
 }
 
+/// moto's zones in `REGION`.
+pub const MOTO_ZONES: [&str; 6] = [
+    "us-east-1a",
+    "us-east-1b",
+    "us-east-1c",
+    "us-east-1d",
+    "us-east-1e",
+    "us-east-1f",
+];
+
+/// A form body's decoded pairs, in order.
+fn form(body: &str) -> Vec<(String, String)> {
+    body.split('&')
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+        .collect()
+}
+
 /// Form encoding of one key or value.
 fn enc(s: &str) -> String {
     s.bytes()
@@ -365,6 +386,8 @@ impl FaultProxy {
         let drawn = Arc::new(std::sync::atomic::AtomicU64::new(0));
         // Copies made by CopyVolumes, with their sources.
         let copies: Arc<Mutex<HashMap<String, String>>> = Arc::new(Mutex::new(HashMap::new()));
+        let snapshots = Arc::new(SnapshotState::default());
+        let held = snapshots.clone();
         let (seen, bodies, halt) = (actions.clone(), requests.clone(), stop.clone());
         let rate = throttle_percent.clone();
         listener.set_nonblocking(true).unwrap();
@@ -376,7 +399,7 @@ impl FaultProxy {
                 };
                 let _ = conn.set_nonblocking(false);
                 let (upstream, seen, bodies, plan) = (upstream.clone(), seen.clone(), bodies.clone(), plan.clone());
-                let (rate, drawn, copies) = (rate.clone(), drawn.clone(), copies.clone());
+                let (rate, drawn, copies, held) = (rate.clone(), drawn.clone(), copies.clone(), held.clone());
                 std::thread::spawn(move || {
                     // One request per connection: the SDK opens another when this one closes.
                     let Some(request) = read_request(&mut conn) else { return };
@@ -404,6 +427,26 @@ impl FaultProxy {
                             return;
                         }
                         _ => {}
+                    }
+                    let pairs = form(&body_of(&request));
+                    let exists = |id: &str| {
+                        let ask = format!("Action=DescribeSnapshots&Version=2016-11-15&SnapshotId.1={}", enc(id));
+                        to_moto(&upstream, &request, &ask).is_some_and(|r| {
+                            String::from_utf8_lossy(&r).contains(&format!("<snapshotId>{id}</snapshotId>"))
+                        })
+                    };
+                    let stand_in = match action.as_str() {
+                        "LockSnapshot" => Some(held.lock(&pairs, exists)),
+                        "DescribeLockedSnapshots" => Some(held.describe_locked(&pairs)),
+                        "EnableFastSnapshotRestores" => Some(held.enable_fast_restores(&pairs, &MOTO_ZONES, exists)),
+                        "DeleteSnapshot" => held.refuse_delete(&pairs),
+                        _ => None,
+                    };
+                    if let Some(response) = stand_in {
+                        if fault != Some(Fault::LoseResponse) {
+                            let _ = conn.write_all(&response);
+                        }
+                        return;
                     }
                     if action == "CopyVolumes" {
                         let response = copy_volumes(&upstream, &request, &copies);
@@ -438,6 +481,7 @@ impl FaultProxy {
             url,
             actions,
             requests,
+            snapshots,
             throttle_percent,
             stop,
         }

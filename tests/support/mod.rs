@@ -18,6 +18,8 @@ pub mod apiserver;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod imds;
+#[cfg(feature = "aws")]
+pub mod aws_snapshots;
 
 pub const GIB: i64 = 1 << 30;
 pub const NODE: &str = "node-1";

@@ -109,6 +109,8 @@ pub(super) fn to_snapshot(s: &ec2::Snapshot) -> Snapshot {
         created_at: created,
         ready: matches!(s.state(), Some(ec2::SnapshotState::Completed)),
         tags,
+        lock: None,
+        fast_restore_zones: Vec::new(),
     }
 }
 

@@ -27,7 +27,7 @@ impl AwsCloud {
     pub(super) async fn snapshot_for_clone(&self, name: &str, source: &str) -> Result<String> {
         let tags = Tags::from([(SNAPSHOT_NAME_TAG.to_owned(), format!("clone-of-{source}-for-{name}"))]);
         let snap = self
-            .create_snapshot_inner(&format!("clone-of-{source}-for-{name}"), source, &tags)
+            .create_snapshot_inner(&format!("clone-of-{source}-for-{name}"), source, &tags, None)
             .await?;
         let deadline = Instant::now() + WAIT_LIMIT;
         let mut delay = Duration::from_millis(500);
@@ -167,13 +167,20 @@ impl AwsCloud {
         }
     }
 
-    pub(super) async fn create_snapshot_inner(&self, name: &str, source: &str, tags: &Tags) -> Result<Snapshot> {
+    pub(super) async fn create_snapshot_inner(
+        &self,
+        name: &str,
+        source: &str,
+        tags: &Tags,
+        outpost: Option<&str>,
+    ) -> Result<Snapshot> {
         let out = self
             .retrier
             .send("CreateSnapshot", false, || {
                 self.ec2
                     .create_snapshot()
                     .volume_id(source)
+                    .set_outpost_arn(outpost.map(str::to_owned))
                     .tag_specifications(
                         TagSpecification::builder()
                             .resource_type(ResourceType::Snapshot)
@@ -196,6 +203,8 @@ impl AwsCloud {
                 .unwrap_or((0, 0)),
             ready: matches!(out.state(), Some(ec2::SnapshotState::Completed)),
             tags,
+            lock: None,
+            fast_restore_zones: Vec::new(),
         })
     }
 

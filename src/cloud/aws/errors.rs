@@ -103,7 +103,8 @@ pub fn by_code(code: &str, text: String) -> Error {
         | "IncorrectModificationState"
         | "InvalidVolume.ZoneMismatch"
         | "InvalidAttachment.NotFound"
-        | "InvalidSnapshot.InUse" => Error::FailedPrecondition(text),
+        | "InvalidSnapshot.InUse"
+        | "SnapshotLocked" => Error::FailedPrecondition(text),
         "IdempotentParameterMismatch" => Error::AlreadyExists(text),
         "VolumeLimitExceeded"
         | "AttachmentLimitExceeded"
@@ -133,6 +134,8 @@ pub fn by_code(code: &str, text: String) -> Error {
             Error::InvalidArgument(text)
         }
         c if c.ends_with("LimitExceeded") => Error::ResourceExhausted(text),
+        // A snapshot lock refusing a change, whatever EC2 calls it.
+        c if c.contains("Locked") => Error::FailedPrecondition(text),
         _ => Error::Internal(text),
     }
 }
@@ -153,6 +156,7 @@ mod tests {
             ("VolumeInUse", tonic::Code::FailedPrecondition),
             ("RequestLimitExceeded", tonic::Code::Unavailable),
             ("VolumeModificationRateExceeded", tonic::Code::ResourceExhausted),
+            ("SnapshotLocked", tonic::Code::FailedPrecondition),
             ("SomethingNew", tonic::Code::Internal),
         ];
         for (code, want) in cases {

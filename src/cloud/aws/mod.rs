@@ -8,6 +8,7 @@ mod convert;
 mod create;
 pub mod errors;
 mod modify;
+mod protect;
 pub mod retry;
 mod wait;
 
@@ -33,7 +34,7 @@ use super::{
     Attachment, Cloud, Modification, Node, Page, Snapshot, SnapshotFilter, Tags, Volume, VolumeSource, VolumeSpec,
 };
 use super::{is_ec2_id, limits};
-use crate::ebs::{CLUSTER_TAG, SNAPSHOT_NAME_TAG, VOLUME_NAME_TAG, VolumeType};
+use crate::ebs::{CLUSTER_TAG, SNAPSHOT_NAME_TAG, SnapshotRequest, VOLUME_NAME_TAG, VolumeType};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
@@ -403,24 +404,27 @@ impl Cloud for AwsCloud {
         self.volume(id).await
     }
 
-    async fn create_snapshot(&self, name: &str, source: &str, tags: &Tags) -> Result<Snapshot> {
+    async fn create_snapshot(&self, name: &str, source: &str, req: &SnapshotRequest) -> Result<Snapshot> {
         if !is_ec2_id("vol", source) {
             return Err(not_found("volume", source));
         }
-        self.create_snapshot_inner(name, source, tags).await
+        self.create_snapshot_inner(name, source, &req.tags, req.outpost_arn.as_deref())
+            .await
+    }
+
+    async fn settle_snapshot(&self, snap: Snapshot, req: &SnapshotRequest) -> Result<Snapshot> {
+        self.settle(snap, req).await
+    }
+
+    fn offers_outposts(&self) -> bool {
+        true
     }
 
     async fn delete_snapshot(&self, id: &str) -> Result<()> {
         if !is_ec2_id("snap", id) {
             return Err(not_found("snapshot", id));
         }
-        self.retrier
-            .send("DeleteSnapshot", true, || {
-                self.ec2.delete_snapshot().snapshot_id(id).send()
-            })
-            .await
-            .map_err(|e| errors::map(&format!("deleting snapshot {id}"), e))?;
-        Ok(())
+        self.delete_unlocked(id).await
     }
 
     async fn snapshot(&self, id: &str) -> Result<Snapshot> {

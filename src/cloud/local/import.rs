@@ -109,6 +109,8 @@ impl Inner {
                 created_at: (now.as_secs() as i64, now.subsec_nanos() as i32),
                 ready: false,
                 tags: Default::default(),
+                lock: None,
+                fast_restore_zones: Vec::new(),
             },
         };
         if let Some(existing) = self.store.insert_snapshot(&record)? {

@@ -22,6 +22,7 @@ use super::{
     Attachment, Cloud, Modification, Node, Page, Snapshot, SnapshotFilter, Tags, Volume, VolumeSource, VolumeSpec,
     new_id,
 };
+use crate::ebs::{SnapshotRequest, now_ms, rfc3339};
 use crate::error::{Error, Result};
 use crate::os::loopdev;
 
@@ -289,9 +290,14 @@ impl Cloud for LocalCloud {
         .await
     }
 
-    async fn create_snapshot(&self, name: &str, source: &str, tags: &Tags) -> Result<Snapshot> {
-        let (name, source, tags) = (name.to_owned(), source.to_owned(), tags.clone());
+    async fn create_snapshot(&self, name: &str, source: &str, req: &SnapshotRequest) -> Result<Snapshot> {
+        let (name, source, tags) = (name.to_owned(), source.to_owned(), req.tags.clone());
         self.blocking(move |i| i.create_snapshot(&name, &source, &tags)).await
+    }
+
+    async fn settle_snapshot(&self, snap: Snapshot, req: &SnapshotRequest) -> Result<Snapshot> {
+        let req = req.clone();
+        self.blocking(move |i| i.settle_snapshot(&snap.id, &req)).await
     }
 
     async fn delete_snapshot(&self, id: &str) -> Result<()> {

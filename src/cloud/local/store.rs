@@ -304,20 +304,32 @@ impl Store {
     }
 
     pub fn set_snapshot_state(&self, id: &str, state: SnapshotState) -> Result<Option<SnapshotRecord>> {
+        self.update_snapshot(id, |r| {
+            r.state = state;
+            r.snapshot.ready = state == SnapshotState::Ready;
+            Ok(r.clone())
+        })
+    }
+
+    /// Reads, changes and writes one snapshot record in one transaction; nothing is written when
+    /// `change` fails. `None` when the snapshot does not exist.
+    pub fn update_snapshot<T>(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut SnapshotRecord) -> Result<T>,
+    ) -> Result<Option<T>> {
         let txn = self.db.begin_write().map_err(db_err)?;
-        let record;
+        let out;
         {
             let mut snapshots = txn.open_table(SNAPSHOTS).map_err(db_err)?;
             let text = snapshots.get(id).map_err(db_err)?.map(|v| v.value().to_owned());
             let Some(text) = text else { return Ok(None) };
             let mut r: SnapshotRecord = decode(&text)?;
-            r.state = state;
-            r.snapshot.ready = state == SnapshotState::Ready;
+            out = change(&mut r)?;
             snapshots.insert(id, encode(&r)?.as_str()).map_err(db_err)?;
-            record = r;
         }
         txn.commit().map_err(db_err)?;
-        Ok(Some(record))
+        Ok(Some(out))
     }
 
     pub fn remove_snapshot(&self, id: &str) -> Result<()> {
