@@ -17,8 +17,8 @@ use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 
 use ebs_csi::csi::{CreateVolumeRequest, Topology, TopologyRequirement};
 
-use super::imds::read_request;
 use super::aws_snapshots::SnapshotState;
+use super::imds::read_request;
 
 pub const REGION: &str = "us-east-1";
 pub const AZ: &str = "us-east-1a";

@@ -17,9 +17,9 @@ use tonic::transport::Channel;
 pub mod apiserver;
 #[cfg(feature = "aws")]
 pub mod aws;
-pub mod imds;
 #[cfg(feature = "aws")]
 pub mod aws_snapshots;
+pub mod imds;
 
 pub const GIB: i64 = 1 << 30;
 pub const NODE: &str = "node-1";
