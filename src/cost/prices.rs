@@ -210,7 +210,11 @@ mod tests {
         let book = PriceBook::built_in().unwrap();
         for region in ["us-east-1", "us-west-2", "eu-west-1", "ap-northeast-2"] {
             let r = book.region(region).unwrap();
-            assert_eq!(r.source, "https://aws.amazon.com/ebs/pricing/");
+            assert!(
+                r.source.contains("https://aws.amazon.com/ebs/pricing/"),
+                "{region}: {}",
+                r.source
+            );
             assert!(r.date.starts_with("20"), "{region}: {}", r.date);
             assert_eq!(r.volumes.len(), VolumeType::ALL.len(), "{region} prices every type");
         }
