@@ -1,4 +1,4 @@
-//! Progress for long runs (`bench`, `demo -f` with many objects): a bar on stderr when stderr is
+//! Progress for long runs (`bench`, `demo -f` with many objects, `cost` over many volumes): a bar on stderr when stderr is
 //! a terminal, nothing at all when it is piped or redirected, so logs and scripts see only the
 //! results.
 
@@ -33,8 +33,8 @@ impl Progress {
         Progress { bar }
     }
 
-    /// A run whose length is not known ahead: a spinner with the count of steps done.
-    pub fn steps(what: &str) -> Self {
+    /// A run whose length is not known ahead: a spinner with the count of `unit` done.
+    pub fn steps(what: &str, unit: &str) -> Self {
         let visible = std::io::stderr().is_terminal();
         let target = if visible {
             ProgressDrawTarget::stderr()
@@ -42,7 +42,8 @@ impl Progress {
             ProgressDrawTarget::hidden()
         };
         let bar = ProgressBar::with_draw_target(None, target);
-        if let Ok(style) = ProgressStyle::with_template("{spinner} {prefix} {pos} steps, {elapsed}: {wide_msg}") {
+        let template = format!("{{spinner}} {{prefix}} {{pos}} {unit}, {{elapsed}}: {{wide_msg}}");
+        if let Ok(style) = ProgressStyle::with_template(&template) {
             bar.set_style(style);
         }
         bar.set_prefix(what.to_owned());
@@ -57,6 +58,10 @@ impl Progress {
 
     pub fn step(&self) {
         self.bar.inc(1);
+    }
+
+    pub fn advance(&self, steps: u64) {
+        self.bar.inc(steps);
     }
 
     /// Names what is happening now, within the phase.

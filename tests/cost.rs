@@ -87,6 +87,28 @@ async fn cost_reports_the_gp3_saving_in_every_format_and_its_plan_plays() {
     let report: Value = serde_json::from_str(&ok(&["--data-dir", data, "--format", "json"])).unwrap();
     assert_eq!(report["backend"], "local");
     assert_eq!(report["priced_as"], "us-east-1");
+    // Piped, the listing's progress stays off stderr; on a terminal (script(1) gives one) it shows.
+    let (_, _, stderr) = cost(&["--data-dir", data, "--format", "json"]);
+    assert!(
+        !stderr.contains("volumes listed"),
+        "progress leaked into a pipe: {stderr}"
+    );
+    if Path::new("/usr/bin/script").is_file() {
+        let cmd = format!("{} cost --data-dir {data}", env!("CARGO_BIN_EXE_ebs-csi"));
+        let tty = Command::new("/usr/bin/script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .output()
+            .unwrap();
+        let screen = String::from_utf8_lossy(&tty.stdout);
+        assert!(tty.status.success(), "{screen}");
+        assert!(
+            screen.contains("cost 0 volumes listed"),
+            "no progress on a terminal: {screen:?}"
+        );
+        assert!(screen.contains("total"), "{screen:?}");
+    } else {
+        eprintln!("SKIP (terminal half): /usr/bin/script (util-linux) is not installed");
+    }
     let source = report["prices"][0]["source"].as_str().unwrap_or_default();
     assert!(source.starts_with("https://aws.amazon.com/ebs/pricing/"), "{source}");
     let legacy = row(&report, &ids[0]);

@@ -61,12 +61,16 @@ pub struct CostArgs {
     pub user_agent_extra: Option<String>,
 }
 
-/// Every volume the backend lists, page by page.
+/// Every volume the backend lists, page by page (counted on a terminal: an account with many
+/// volumes takes a page of EC2 calls per 500).
 async fn all_volumes(cloud: &dyn Cloud) -> Result<Vec<Volume>> {
+    let progress = crate::progress::Progress::steps("cost", "volumes listed");
+    progress.say("listing");
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     loop {
         let page = cloud.list_volumes(token.as_deref(), 500).await?;
+        progress.advance(page.items.len() as u64);
         out.extend(page.items);
         match page.next {
             Some(next) if !next.is_empty() => token = Some(next),

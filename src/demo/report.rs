@@ -226,7 +226,7 @@ impl Report {
     pub(super) fn new(objects: usize) -> Self {
         Report {
             started: Instant::now(),
-            progress: (objects >= MANY).then(|| Progress::steps("demo")),
+            progress: (objects >= MANY).then(|| Progress::steps("demo", "steps")),
         }
     }
 
