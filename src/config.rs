@@ -131,6 +131,14 @@ pub struct ServeArgs {
     /// Where the block devices' sysfs entries are (aws node); tests point it at a tree of their own.
     #[arg(long, env = "EBS_CSI_SYS_BLOCK", default_value = "/sys/block", hide = true)]
     pub sys_block: PathBuf,
+    /// Where kubelet mounts CSI volumes (aws node): the EBS volumes mounted under it are the ones
+    /// whose NVMe statistics the metrics endpoint reports.
+    #[arg(long, default_value = "/var/lib/kubelet/plugins/kubernetes.io/csi/")]
+    pub csi_mount_point_prefix: PathBuf,
+    /// Read each device's EBS log page from DIR/<kernel name> instead of the device (aws node);
+    /// tests, where no EBS NVMe device exists.
+    #[arg(long, env = "EBS_CSI_NVME_LOG_PAGES", hide = true)]
+    pub nvme_log_pages: Option<PathBuf>,
     /// The name the driver registers under.
     #[arg(long, default_value = "ebs.csi.aws.com")]
     pub driver_name: String,

@@ -151,14 +151,33 @@ async fn aws_cloud(_args: &ServeArgs, _calls: Metrics) -> Result<Arc<dyn Cloud>>
     ))
 }
 
+/// The aws node's per-volume metrics, read from each EBS volume's NVMe log page at each scrape.
+fn add_ebs_io(args: &ServeArgs, metrics: &Metrics, instance_id: &str) {
+    use crate::node::ebs_io::{EbsIo, LogPages};
+    let pages = args.nvme_log_pages.clone().map_or(LogPages::Device, LogPages::Files);
+    let io = Arc::new(EbsIo::new(
+        instance_id.to_owned(),
+        args.csi_mount_point_prefix.clone(),
+        args.sys_block.clone(),
+        pages,
+    ));
+    let volumes = io.clone();
+    metrics.add_collector(crate::metrics::VolumeIoCollector::new(move || volumes.volumes()));
+    metrics.add_collector(crate::metrics::NvmeScrapes::new(move || {
+        let (scrapes, errors) = io.scrape_counts();
+        (io.instance_id.clone(), scrapes, errors)
+    }));
+}
+
 async fn open_aws(args: &ServeArgs, calls: Metrics) -> Result<Backend> {
     let cloud = if args.mode.has_controller() {
-        Some(aws_cloud(args, calls).await?)
+        Some(aws_cloud(args, calls.clone()).await?)
     } else {
         None
     };
     let node = if args.mode.has_node() {
         let me = aws_node(args).await?;
+        add_ebs_io(args, &calls, &me.id);
         let locator: Arc<dyn DeviceLocator> =
             Arc::new(EbsLocator::new(args.dev_disk_by_id.clone(), args.sys_block.clone()));
         Some((me, locator))

@@ -36,6 +36,7 @@ const RULES: &[(&str, &[&str])] = &[
             "ebs",
             "error",
             "inflight",
+            "metrics",
             "os",
             "params",
             "rpc",

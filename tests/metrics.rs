@@ -276,3 +276,198 @@ async fn metrics_over_tls_with_the_given_certificate() {
     );
     drop(d);
 }
+
+/// Unmounts whatever is left under a directory when dropped, so a failing test leaves no mount.
+#[cfg(feature = "aws")]
+struct UnmountUnder(std::path::PathBuf);
+
+#[cfg(feature = "aws")]
+impl Drop for UnmountUnder {
+    fn drop(&mut self) {
+        for target in mounts_under(&self.0) {
+            let _ = nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// The aws node reports each EBS volume it has mounted for Kubernetes from the volume's NVMe log
+/// page, under the Go driver's names. No EBS NVMe device exists off AWS, so this stands in for
+/// what a Nitro instance shows: real loop devices, a sysfs tree that gives them EBS serials (as
+/// `nvme_discovery_trusts_serials_not_links` does), and each device's log page as a file, made
+/// with the layout AWS documents. Mounts, serials and the choice of devices are real.
+#[cfg(feature = "aws")]
+#[tokio::test]
+async fn aws_node_reports_ebs_log_pages_of_its_kubernetes_mounts() {
+    use ebs_csi::ebs::{EbsLogPage, LatencyBin};
+    use support::aws::{AZ, Loop, NvmeTree};
+    let scratch = tempfile::Builder::new()
+        .prefix("ebs-csi-test-nvme-metrics")
+        .tempdir()
+        .expect("temp dir");
+    let tree = NvmeTree::new(scratch.path());
+    let (good, broken, outside) = (
+        Loop::new(scratch.path(), "good.img", 1),
+        Loop::new(scratch.path(), "broken.img", 1),
+        Loop::new(scratch.path(), "outside.img", 1),
+    );
+    let _unmount = UnmountUnder(scratch.path().to_owned());
+    let volumes = [
+        ("vol-0a000000000000001", &good),
+        ("vol-0b000000000000002", &broken),
+        ("vol-0c000000000000003", &outside),
+    ];
+    for (id, dev) in volumes {
+        tree.serial(&dev.device, &id.replace('-', ""));
+    }
+    let pages = scratch.path().join("log-pages");
+    std::fs::create_dir(&pages).expect("pages dir");
+    let page = EbsLogPage {
+        read_ops: 40,
+        write_ops: 12,
+        read_bytes: 40 * 4096,
+        write_bytes: 12 * 65536,
+        read_time_us: 6_000,
+        write_time_us: 30_000,
+        ebs_iops_exceeded_us: 1_500_000,
+        ebs_throughput_exceeded_us: 250_000,
+        ec2_iops_exceeded_us: 0,
+        ec2_throughput_exceeded_us: 2_000_000,
+        queue_length: 3,
+        read_latency: vec![
+            LatencyBin {
+                lower_us: 0,
+                upper_us: 128,
+                count: 30,
+            },
+            LatencyBin {
+                lower_us: 128,
+                upper_us: 256,
+                count: 10,
+            },
+        ],
+        write_latency: vec![LatencyBin {
+            lower_us: 1024,
+            upper_us: 4096,
+            count: 12,
+        }],
+    };
+    let name = |l: &Loop| l.device.file_name().expect("a device name").to_owned();
+    std::fs::write(pages.join(name(&good)), page.encode()).expect("page");
+    std::fs::write(pages.join(name(&outside)), page.encode()).expect("page");
+    let mut not_ebs = page.encode();
+    not_ebs[..8].fill(0);
+    std::fs::write(pages.join(name(&broken)), not_ebs).expect("page");
+
+    let prefix = scratch.path().join("kubelet/plugins/kubernetes.io/csi");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let prefix_s = prefix.display().to_string();
+    let env = [
+        ("EBS_CSI_DEV_DISK_BY_ID", tree.by_id.to_str().expect("utf-8")),
+        ("EBS_CSI_SYS_BLOCK", tree.sys_block.to_str().expect("utf-8")),
+        ("EBS_CSI_NVME_LOG_PAGES", pages.to_str().expect("utf-8")),
+    ];
+    let instance = "i-0abcdef0123456789";
+    let mut d = Driver::start_custom(
+        &[
+            "--backend",
+            "aws",
+            "--mode",
+            "node",
+            "--node-id",
+            instance,
+            "--zone",
+            AZ,
+            "--instance-type",
+            "m5.large",
+            "--http-endpoint",
+            &addr,
+            "--csi-mount-point-prefix",
+            &prefix_s,
+        ],
+        &env,
+    )
+    .await;
+    let staging = |id: &str| {
+        if id.starts_with("vol-0c") {
+            scratch.path().join("elsewhere").join(id).display().to_string()
+        } else {
+            prefix
+                .join("ebs.csi.aws.com")
+                .join(id)
+                .join("globalmount")
+                .display()
+                .to_string()
+        }
+    };
+    for (id, _) in volumes {
+        d.node
+            .node_stage_volume(NodeStageVolumeRequest {
+                volume_id: id.into(),
+                staging_target_path: staging(id),
+                volume_capability: Some(rwo()),
+                ..Default::default()
+            })
+            .await
+            .expect("stage");
+    }
+
+    let text = scrape(port);
+    let of = |id: &'static str| [("volume_id", id), ("instance_id", instance)];
+    let good_id = "vol-0a000000000000001";
+    let value = |name: &str| sample(&text, name, &of(good_id));
+    assert_eq!(value("aws_ebs_csi_read_ops_total"), Some(40.0), "{text}");
+    assert_eq!(value("aws_ebs_csi_write_bytes_total"), Some(12.0 * 65536.0), "{text}");
+    assert_eq!(value("aws_ebs_csi_write_seconds_total"), Some(0.03), "{text}");
+    assert_eq!(value("aws_ebs_csi_volume_queue_length"), Some(3.0), "{text}");
+    assert_eq!(value("aws_ebs_csi_exceeded_iops_seconds_total"), Some(1.5), "{text}");
+    assert_eq!(value("aws_ebs_csi_exceeded_tp_seconds_total"), Some(0.25), "{text}");
+    assert_eq!(value("aws_ebs_csi_ec2_exceeded_tp_seconds_total"), Some(2.0), "{text}");
+    let bucket = |le: &str| {
+        sample(
+            &text,
+            "aws_ebs_csi_read_io_latency_seconds_bucket",
+            &[("volume_id", good_id), ("le", le)],
+        )
+    };
+    assert_eq!(bucket("0.000128"), Some(30.0), "{text}");
+    assert_eq!(bucket("0.000256"), Some(40.0), "cumulative: {text}");
+    assert_eq!(bucket("+Inf"), Some(40.0), "{text}");
+    assert_eq!(
+        sample(&text, "aws_ebs_csi_read_io_latency_seconds_count", &of(good_id)),
+        Some(40.0),
+        "{text}"
+    );
+    // A page without EBS's magic is an error, not figures; a volume mounted outside kubelet's
+    // directory is not Kubernetes's and is not reported.
+    for other in ["vol-0b000000000000002", "vol-0c000000000000003"] {
+        assert!(!text.contains(other), "{other} reported: {text}");
+    }
+    let scrapes = [("instance_id", instance)];
+    assert_eq!(
+        sample(&text, "aws_ebs_csi_nvme_collector_errors_total", &scrapes),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "aws_ebs_csi_nvme_collector_scrapes_total", &scrapes),
+        Some(1.0),
+        "{text}"
+    );
+
+    for (id, _) in volumes {
+        d.node
+            .node_unstage_volume(NodeUnstageVolumeRequest {
+                volume_id: id.into(),
+                staging_target_path: staging(id),
+            })
+            .await
+            .expect("unstage");
+    }
+    let text = scrape(port);
+    assert!(
+        !text.contains(good_id),
+        "an unstaged volume is no longer reported: {text}"
+    );
+    drop(d);
+}

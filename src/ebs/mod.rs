@@ -4,6 +4,7 @@
 
 mod fs;
 mod limits;
+mod log_page;
 mod performance;
 mod request;
 mod snapshot;
@@ -12,6 +13,7 @@ mod volume;
 
 pub use self::fs::{FsType, MkfsOptions};
 pub use self::limits::{MAX_VOLUME_INITIALIZATION_RATE, MIN_VOLUME_INITIALIZATION_RATE, Ratio, TypeLimits, limits};
+pub use self::log_page::{EbsLogPage, LOG_PAGE_ID, LOG_PAGE_LEN, LatencyBin, LogPageError};
 pub use self::performance::{
     Performance, baseline, check_iops_request, check_size, iops_after_resize, modified_performance, size_gib,
     throughput_allowed,

@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-pub use self::io::{Attached, VolumeIo, VolumeIoCollector};
+pub use self::io::{Attached, EbsOnly, NvmeScrapes, VolumeIo, VolumeIoCollector};
 pub use self::serve::serve;
 pub use self::tls::server_config;
 

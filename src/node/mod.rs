@@ -3,6 +3,7 @@
 
 mod asked;
 pub mod device;
+pub mod ebs_io;
 mod grpc;
 mod inspect;
 mod paths;

@@ -5,6 +5,7 @@ pub mod blockdev;
 pub mod format;
 pub mod loopdev;
 pub mod mount;
+pub mod nvme;
 pub mod resize;
 pub mod stats;
 

@@ -47,6 +47,7 @@ impl Inner {
                 read_seconds: s.read_ms as f64 / 1000.0,
                 write_seconds: s.write_ms as f64 / 1000.0,
                 queue_length: s.in_flight,
+                ebs: None,
             });
         }
         out
