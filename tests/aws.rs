@@ -577,26 +577,7 @@ async fn nvme_discovery_trusts_serials_not_links() {
     tree.serial(&decoy.device, "vol0000000000000bad");
     // udev's link for the volume points at the decoy: the serial must win.
     tree.link(serial, &decoy.device);
-    let env = [
-        ("EBS_CSI_DEV_DISK_BY_ID", tree.by_id.to_str().unwrap()),
-        ("EBS_CSI_SYS_BLOCK", tree.sys_block.to_str().unwrap()),
-    ];
-    let mut d = Driver::start_custom(
-        &[
-            "--backend",
-            "aws",
-            "--mode",
-            "node",
-            "--node-id",
-            "i-0abcdef0123456789",
-            "--zone",
-            AZ,
-            "--instance-type",
-            "m5.large",
-        ],
-        &env,
-    )
-    .await;
+    let mut d = tree.node(&[], &[]).await;
     let staging = d.staging_path(volume);
     let stage = |ctx: HashMap<String, String>| NodeStageVolumeRequest {
         volume_id: volume.into(),

@@ -299,7 +299,7 @@ impl Drop for UnmountUnder {
 #[tokio::test]
 async fn aws_node_reports_ebs_log_pages_of_its_kubernetes_mounts() {
     use ebs_csi::ebs::{EbsLogPage, LatencyBin};
-    use support::aws::{AZ, Loop, NvmeTree};
+    use support::aws::{Loop, NVME_NODE, NvmeTree};
     let scratch = tempfile::Builder::new()
         .prefix("ebs-csi-test-nvme-metrics")
         .tempdir()
@@ -362,32 +362,12 @@ async fn aws_node_reports_ebs_log_pages_of_its_kubernetes_mounts() {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let prefix_s = prefix.display().to_string();
-    let env = [
-        ("EBS_CSI_DEV_DISK_BY_ID", tree.by_id.to_str().expect("utf-8")),
-        ("EBS_CSI_SYS_BLOCK", tree.sys_block.to_str().expect("utf-8")),
-        ("EBS_CSI_NVME_LOG_PAGES", pages.to_str().expect("utf-8")),
-    ];
-    let instance = "i-0abcdef0123456789";
-    let mut d = Driver::start_custom(
-        &[
-            "--backend",
-            "aws",
-            "--mode",
-            "node",
-            "--node-id",
-            instance,
-            "--zone",
-            AZ,
-            "--instance-type",
-            "m5.large",
-            "--http-endpoint",
-            &addr,
-            "--csi-mount-point-prefix",
-            &prefix_s,
-        ],
-        &env,
-    )
-    .await;
+    let mut d = tree
+        .node(
+            &["--http-endpoint", &addr, "--csi-mount-point-prefix", &prefix_s],
+            &[("EBS_CSI_NVME_LOG_PAGES", pages.to_str().expect("utf-8"))],
+        )
+        .await;
     let staging = |id: &str| {
         if id.starts_with("vol-0c") {
             scratch.path().join("elsewhere").join(id).display().to_string()
@@ -413,7 +393,7 @@ async fn aws_node_reports_ebs_log_pages_of_its_kubernetes_mounts() {
     }
 
     let text = scrape(port);
-    let of = |id: &'static str| [("volume_id", id), ("instance_id", instance)];
+    let of = |id: &'static str| [("volume_id", id), ("instance_id", NVME_NODE)];
     let good_id = "vol-0a000000000000001";
     let value = |name: &str| sample(&text, name, &of(good_id));
     assert_eq!(value("aws_ebs_csi_read_ops_total"), Some(40.0), "{text}");
@@ -443,7 +423,7 @@ async fn aws_node_reports_ebs_log_pages_of_its_kubernetes_mounts() {
     for other in ["vol-0b000000000000002", "vol-0c000000000000003"] {
         assert!(!text.contains(other), "{other} reported: {text}");
     }
-    let scrapes = [("instance_id", instance)];
+    let scrapes = [("instance_id", NVME_NODE)];
     assert_eq!(
         sample(&text, "aws_ebs_csi_nvme_collector_errors_total", &scrapes),
         Some(1.0),

@@ -572,6 +572,35 @@ impl NvmeTree {
     }
 }
 
+/// The instance the node tests over an [`NvmeTree`] play.
+pub const NVME_NODE: &str = "i-0abcdef0123456789";
+
+impl NvmeTree {
+    /// `ebs-csi serve --backend aws --mode node` as instance [`NVME_NODE`], seeing this tree
+    /// as its udev links and sysfs, plus `extra` flags and environment.
+    pub async fn node(&self, extra: &[&str], env: &[(&str, &str)]) -> super::Driver {
+        let mut args = vec![
+            "--backend",
+            "aws",
+            "--mode",
+            "node",
+            "--node-id",
+            NVME_NODE,
+            "--zone",
+            AZ,
+            "--instance-type",
+            "m5.large",
+        ];
+        args.extend_from_slice(extra);
+        let mut all = vec![
+            ("EBS_CSI_DEV_DISK_BY_ID", self.by_id.to_str().expect("utf-8")),
+            ("EBS_CSI_SYS_BLOCK", self.sys_block.to_str().expect("utf-8")),
+        ];
+        all.extend_from_slice(env);
+        super::Driver::start_custom(&args, &all).await
+    }
+}
+
 /// A real loop device over a sparse file in `dir`, detached on drop.
 pub struct Loop {
     pub device: PathBuf,
