@@ -296,6 +296,79 @@ async fn life_cycle(fs: &str) {
         .unwrap();
 }
 
+/// NodeExpandVolume checks what it is asked before growing anything: a range that cannot hold,
+/// or a limit the volume is already past, is OUT_OF_RANGE; access of the other kind than what
+/// is at the path is INVALID_ARGUMENT; a range that fits grows the filesystem to the device.
+#[tokio::test]
+async fn node_expand_checks_range_and_capability() {
+    let mut d = Driver::start(&[]).await;
+    let (id, ctx, vctx) = attached(&mut d, "pvc-node-expand", 2, &[("csi.storage.k8s.io/fstype", "xfs")]).await;
+    let staging = d.staging_path(&id);
+    let cap = fs_cap("xfs", Mode::SingleNodeWriter);
+    d.node
+        .node_stage_volume(stage_req(&id, &staging, &ctx, cap.clone(), &vctx))
+        .await
+        .unwrap();
+    let target = d.target_path("pod-expand", "pvc-node-expand", false);
+    d.node
+        .node_publish_volume(publish_node_req(&id, &staging, &target, cap.clone(), &ctx, false))
+        .await
+        .unwrap();
+    let expand = |required: i64, limit: i64, cap: Option<VolumeCapability>| NodeExpandVolumeRequest {
+        volume_id: id.clone(),
+        volume_path: target.clone(),
+        capacity_range: Some(CapacityRange {
+            required_bytes: required,
+            limit_bytes: limit,
+        }),
+        volume_capability: cap,
+        ..Default::default()
+    };
+    let cases = [
+        (
+            expand(3 * GIB, 2 * GIB, None),
+            Code::OutOfRange,
+            "required above the limit",
+        ),
+        (
+            expand(GIB, GIB, None),
+            Code::OutOfRange,
+            "the 2 GiB volume is past a 1 GiB limit",
+        ),
+        (expand(-1, 0, None), Code::InvalidArgument, "a negative size"),
+        (
+            expand(2 * GIB, 0, Some(block_cap(Mode::SingleNodeWriter))),
+            Code::InvalidArgument,
+            "block access to a mounted filesystem",
+        ),
+    ];
+    for (req, want, what) in cases {
+        let got = d.node.node_expand_volume(req).await;
+        assert_eq!(code(got), want, "{what}");
+    }
+    let grown = d
+        .node
+        .node_expand_volume(expand(2 * GIB, 2 * GIB, Some(cap.clone())))
+        .await
+        .expect("a range the volume fits")
+        .into_inner();
+    assert_eq!(grown.capacity_bytes, 2 * GIB);
+    d.node
+        .node_unpublish_volume(NodeUnpublishVolumeRequest {
+            volume_id: id.clone(),
+            target_path: target.clone(),
+        })
+        .await
+        .unwrap();
+    d.node
+        .node_unstage_volume(NodeUnstageVolumeRequest {
+            volume_id: id.clone(),
+            staging_target_path: staging,
+        })
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn ext4_life_cycle() {
     life_cycle("ext4").await;

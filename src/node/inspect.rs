@@ -86,9 +86,44 @@ impl NodeService {
     pub(super) async fn expand(&self, req: NodeExpandVolumeRequest) -> Result<NodeExpandVolumeResponse> {
         let id = require(&req.volume_id, "volume_id")?;
         let path = volume_path(&req.volume_path, "volume_path", id)?;
-        let required = req.capacity_range.map(|r| r.required_bytes).unwrap_or(0);
+        let range = req.capacity_range.unwrap_or_default();
+        let (required, limit) = (range.required_bytes, range.limit_bytes);
+        if required < 0 || limit < 0 {
+            return Err(Error::InvalidArgument(format!(
+                "capacity_range must not be negative (required_bytes {required}, limit_bytes {limit})"
+            )));
+        }
+        if limit > 0 && required > limit {
+            return Err(Error::OutOfRange(format!(
+                "required_bytes {required} is more than limit_bytes {limit}"
+            )));
+        }
+        let asked_block = match &req.volume_capability {
+            Some(cap) => Some(check_capability(cap)?.block),
+            None => None,
+        };
         let _guard = self.inflight.start(format!("volume/{id}"), &format!("volume {id}"))?;
         let found = self.proven_at(id, &path)?;
+        if let Some(block) = asked_block
+            && block != found.block
+        {
+            let (asked, there) = if block {
+                ("block", "a filesystem")
+            } else {
+                ("mount", "a raw block device")
+            };
+            return Err(Error::InvalidArgument(format!(
+                "volume_capability asks for {asked} access, but {} holds {there}",
+                path.display()
+            )));
+        }
+        // The device's size is the controller's doing; the node only grows the filesystem to it.
+        let size = resize::device_size(&found.device)?;
+        if limit > 0 && as_i64(size) > limit {
+            return Err(Error::OutOfRange(format!(
+                "volume {id} is {size} bytes, more than limit_bytes {limit}; volumes cannot shrink"
+            )));
+        }
         if !found.block {
             // A read-only publication cannot be grown through (xfs_growfs fails with EROFS);
             // the filesystem grows just as well through a writable mount of it.
@@ -107,7 +142,6 @@ impl NodeService {
             };
             resize::grow(&found.device, &found.mount.fs_type, &at).await?;
         }
-        let size = resize::device_size(&found.device)?;
         if as_i64(size) < required {
             return Err(Error::FailedPrecondition(format!(
                 "volume {id}'s device is {size} bytes, less than the {required} asked for; expand it on the controller first"
