@@ -21,6 +21,7 @@ use crate::config::{Backend as BackendKind, Endpoint, ServeArgs, hostname, parse
 use crate::controller::{ControllerService, Options};
 use crate::csi::controller_server::ControllerServer;
 use crate::csi::identity_server::IdentityServer;
+use crate::csi::modify::modify_server::ModifyServer;
 use crate::csi::node_server::NodeServer;
 use crate::error::{Error, Result};
 use crate::identity::IdentityService;
@@ -342,7 +343,11 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let controller = cloud
         .clone()
         .filter(|_| args.mode.has_controller())
-        .map(|cloud| ControllerServer::new(ControllerService::new(cloud, options)));
+        .map(|cloud| Arc::new(ControllerService::new(cloud, options)));
+    // The volume-modifier-for-k8s sidecar's service shares the controller (its in-flight
+    // volumes and the cloud's coalescing of modifications).
+    let modifier = controller.clone().map(ModifyServer::from_arc);
+    let controller = controller.map(ControllerServer::from_arc);
     let active = Arc::new(AtomicUsize::new(0));
     let counter = active.clone();
     let rpc_metrics = calls.clone();
@@ -354,6 +359,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         }))
         .add_service(identity)
         .add_optional_service(controller)
+        .add_optional_service(modifier)
         .add_optional_service(
             node.map(|(me, locator)| NodeServer::new(NodeService::new(me, locator).with_legacy_xfs(args.legacy_xfs))),
         );

@@ -2,6 +2,10 @@
 //! matching method of [`ControllerService`].
 
 use super::*;
+use crate::csi::modify::{
+    GetCsiDriverModificationCapabilityRequest, GetCsiDriverModificationCapabilityResponse,
+    ModifyVolumePropertiesRequest, ModifyVolumePropertiesResponse,
+};
 
 const CAPABILITIES: [RpcType; 16] = [
     RpcType::CreateDeleteVolume,
@@ -161,5 +165,36 @@ impl Controller for ControllerService {
         let r = r.into_inner();
         let id = r.volume_id.clone();
         traced("ControllerModifyVolume", &id, self.modify(r)).await
+    }
+}
+
+/// The volume-modifier-for-k8s sidecar's service: its ModifyVolumeProperties is
+/// ControllerModifyVolume under another name, with the same parameters, checks and answers.
+#[tonic::async_trait]
+impl crate::csi::modify::modify_server::Modify for ControllerService {
+    async fn get_csi_driver_modification_capability(
+        &self,
+        _: Request<GetCsiDriverModificationCapabilityRequest>,
+    ) -> Result<Response<GetCsiDriverModificationCapabilityResponse>, Status> {
+        Ok(Response::new(GetCsiDriverModificationCapabilityResponse {}))
+    }
+
+    async fn modify_volume_properties(
+        &self,
+        r: Request<ModifyVolumePropertiesRequest>,
+    ) -> Result<Response<ModifyVolumePropertiesResponse>, Status> {
+        let r = r.into_inner();
+        let id = r.name.clone();
+        let modify = async move {
+            let id = require(&r.name, "name")?;
+            self.modify(ControllerModifyVolumeRequest {
+                volume_id: id.to_owned(),
+                mutable_parameters: r.parameters,
+                ..Default::default()
+            })
+            .await?;
+            Ok(ModifyVolumePropertiesResponse {})
+        };
+        traced("ModifyVolumeProperties", &id, modify).await
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use ebs_csi::csi::controller_client::ControllerClient;
 use ebs_csi::csi::identity_client::IdentityClient;
+use ebs_csi::csi::modify::modify_client::ModifyClient;
 use ebs_csi::csi::node_client::NodeClient;
 use ebs_csi::csi::volume_capability::{AccessMode, AccessType, BlockVolume, MountVolume, access_mode::Mode};
 use ebs_csi::csi::*;
@@ -33,6 +34,8 @@ pub struct Driver {
     pub controller: ControllerClient<Channel>,
     pub identity: IdentityClient<Channel>,
     pub node: NodeClient<Channel>,
+    /// The volume-modifier-for-k8s sidecar's service (proto/modify.proto).
+    pub modifier: ModifyClient<Channel>,
 }
 
 fn bin() -> &'static str {
@@ -72,6 +75,7 @@ impl Driver {
             env,
             controller: ControllerClient::new(channel.clone()),
             node: NodeClient::new(channel.clone()),
+            modifier: ModifyClient::new(channel.clone()),
             identity: IdentityClient::new(channel),
         }
     }
@@ -92,6 +96,7 @@ impl Driver {
         self.child = Some(child);
         self.controller = ControllerClient::new(channel.clone());
         self.node = NodeClient::new(channel.clone());
+        self.modifier = ModifyClient::new(channel.clone());
         self.identity = IdentityClient::new(channel);
     }
 
