@@ -44,6 +44,8 @@ struct Answers {
     volume_id: String,
     capacity_bytes: i64,
     refused: String,
+    /// What the sidecar's ModifyVolumeProperties answered to an unknown key.
+    modify_refused: String,
 }
 
 struct PythonCall {
@@ -141,6 +143,7 @@ async fn python_grpcio_over_every_unix_target_form() {
             a.volume_id
         );
         assert_eq!(a.refused, "INVALID_ARGUMENT");
+        assert_eq!(a.modify_refused, "INVALID_ARGUMENT");
     }
     let log = std::fs::read_to_string(d.dir.path().join("driver.log")).unwrap();
     assert!(log.contains("using localhost"), "no authority was replaced:\n{log}");

@@ -69,6 +69,19 @@ async fn the_sidecars_calls_are_checked_as_controller_modify_volume() {
             "a volume that does not exist",
         ),
     ];
+    // io2 starts at 4 GiB: a 1 GiB volume cannot take it, which CSI calls INVALID_ARGUMENT.
+    let small = d
+        .controller
+        .create_volume(create_req("pvc-small", 1, &[("type", "gp3")]))
+        .await
+        .expect("create")
+        .into_inner()
+        .volume
+        .expect("a volume");
+    let to_io2 = properties(&small.volume_id, &[("volumeType", "io2"), ("iops", "3000")]);
+    let refused = refused
+        .into_iter()
+        .chain([(to_io2, Code::InvalidArgument, "io2 on 1 GiB")]);
     for (req, want, what) in refused {
         let got = d.modifier.modify_volume_properties(req).await;
         assert_eq!(code(got), want, "{what}");

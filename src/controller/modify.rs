@@ -52,7 +52,14 @@ impl ControllerService {
             iops: v.iops,
             throughput: v.throughput,
         };
-        let (volume_type, perf) = ebs::modified_performance(v.volume_type, v.size_gib, &current, &change, false)?;
+        // CSI names one code for parameters the volume cannot take, INVALID_ARGUMENT (the
+        // external-resizer marks the change infeasible on it); a size outside the new type's
+        // range is such a parameter here, not a capacity the caller asked for.
+        let (volume_type, perf) = ebs::modified_performance(v.volume_type, v.size_gib, &current, &change, false)
+            .map_err(|e| match e {
+                Error::OutOfRange(m) => Error::InvalidArgument(m),
+                e => e,
+            })?;
         let modification = Modification {
             volume_type: (volume_type != v.volume_type).then_some(volume_type),
             iops: perf.iops,

@@ -1,6 +1,7 @@
 """A few CSI calls from Python's grpcio (grpc-core underneath), for tests/grpc_clients.rs.
 
-Generates the stubs from proto/csi.proto into --stubs (unless they are there already), calls the
+Generates the stubs from proto/csi.proto (and proto/modify.proto, the volume-modifier-for-k8s
+sidecar's service) into --stubs (unless they are there already), calls the
 driver at TARGET and prints what it answered as one JSON object. Any failed call exits non-zero
 with the error on stderr.
 """
@@ -15,7 +16,7 @@ from grpc_tools import protoc
 
 
 def generate(proto_dir, out):
-    if os.path.exists(os.path.join(out, "csi_pb2_grpc.py")):
+    if os.path.exists(os.path.join(out, "modify_pb2_grpc.py")):
         return
     well_known = os.path.join(os.path.dirname(protoc.__file__), "_proto")
     status = protoc.main(
@@ -26,6 +27,7 @@ def generate(proto_dir, out):
             "--python_out=" + out,
             "--grpc_python_out=" + out,
             os.path.join(proto_dir, "csi.proto"),
+            os.path.join(proto_dir, "modify.proto"),
         ]
     )
     if status != 0:
@@ -45,6 +47,8 @@ def main():
     sys.path.insert(0, args.stubs)
     import csi_pb2 as csi
     import csi_pb2_grpc as rpc
+    import modify_pb2
+    import modify_pb2_grpc
 
     options = []
     if args.authority is not None:
@@ -75,6 +79,26 @@ def main():
             ),
             timeout=timeout,
         ).volume
+        # The sidecar's service on the same connection: gp3 to gp2 through its annotation keys,
+        # then a key it does not know.
+        modifier = modify_pb2_grpc.ModifyStub(channel)
+        modifier.GetCSIDriverModificationCapability(
+            modify_pb2.GetCSIDriverModificationCapabilityRequest(), timeout=timeout
+        )
+        modifier.ModifyVolumeProperties(
+            modify_pb2.ModifyVolumePropertiesRequest(
+                name=created.volume_id, parameters={"volumeType": "gp2"}
+            ),
+            timeout=timeout,
+        )
+        try:
+            modifier.ModifyVolumeProperties(
+                modify_pb2.ModifyVolumePropertiesRequest(name=created.volume_id, parameters={"colour": "blue"}),
+                timeout=timeout,
+            )
+            modify_refused = "OK"
+        except grpc.RpcError as e:
+            modify_refused = e.code().name
         controller.DeleteVolume(csi.DeleteVolumeRequest(volume_id=created.volume_id), timeout=timeout)
 
         # A refused call comes back as a status, on the same connection.
@@ -95,6 +119,7 @@ def main():
                 "volume_id": created.volume_id,
                 "capacity_bytes": created.capacity_bytes,
                 "refused": refused,
+                "modify_refused": modify_refused,
             }
         )
     )
