@@ -14,7 +14,10 @@ use ebs_csi::config::{Backend, Endpoint, MetadataSource, Mode, ServeArgs};
 use serde_yaml_ng::Value;
 
 const DRIVER: &str = "ebs.csi.aws.com";
-const OVERLAYS: [&str; 2] = ["aws", "local"];
+/// The overlays as installed, and the aws overlay with the volume-modifier component
+/// (`components/volume-modifier`), composed as a user's kustomization would.
+const OVERLAYS: [&str; 3] = ["aws", "local", WITH_MODIFIER];
+const WITH_MODIFIER: &str = "aws+volume-modifier";
 /// The Kubernetes versions EKS supports, as kubernetes-validate names its schemas.
 const K8S_VERSIONS: [&str; 4] = ["1.31.0", "1.32.0", "1.33.0", "1.34.0"];
 
@@ -23,9 +26,26 @@ fn repo() -> PathBuf {
 }
 
 fn render_text(overlay: &str) -> String {
+    // kustomize takes only relative paths to other kustomizations: the composed one lives in a
+    // temporary directory at the repository's root for the moment it is rendered.
+    let composed = (overlay == WITH_MODIFIER).then(|| {
+        let dir = tempfile::tempdir_in(repo()).unwrap();
+        std::fs::write(
+            dir.path().join("kustomization.yaml"),
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources:\n  - ../deploy/kubernetes/overlays/aws\n\
+             components:\n  - ../deploy/kubernetes/components/volume-modifier\n",
+        )
+        .unwrap();
+        dir
+    });
+    let path = match &composed {
+        Some(dir) => dir.path().to_owned(),
+        None => repo().join("deploy/kubernetes/overlays").join(overlay),
+    };
     let out = Command::new("kubectl")
         .arg("kustomize")
-        .arg(repo().join("deploy/kubernetes/overlays").join(overlay))
+        .arg(path)
         .output()
         .expect("kubectl (with its built-in kustomize) must be installed to render deploy/kubernetes");
     assert!(
@@ -255,8 +275,13 @@ fn the_controller_sidecars_have_the_flags_the_driver_relies_on() {
             let image = s(c, "image").unwrap();
             let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
             assert!(!tag.is_empty() && tag != "latest", "{overlay}: {image} is not pinned");
-            if s(c, "name") != Some("ebs-plugin") {
-                assert!(image.starts_with("registry.k8s.io/sig-storage/"), "{image}");
+            match s(c, "name") {
+                Some("ebs-plugin") => {}
+                // Not a kubernetes-csi sidecar: the EBS project publishes it.
+                Some("volumemodifier") => {
+                    assert!(image.starts_with("public.ecr.aws/ebs-csi-driver/"), "{image}")
+                }
+                _ => assert!(image.starts_with("registry.k8s.io/sig-storage/"), "{image}"),
             }
         }
         assert_eq!(
@@ -572,6 +597,55 @@ fn rbac_binds_existing_roles_to_existing_service_accounts() {
             );
             assert!(accounts.contains(&key), "{key:?}");
         }
+    }
+}
+
+/// The volume-modifier component adds the sidecar (its socket is checked with the other
+/// sidecars') and lets it patch claims and volumes; the overlays without it have neither.
+#[test]
+fn the_volume_modifier_component_adds_the_sidecar_and_its_rights() {
+    let docs = render(WITH_MODIFIER);
+    let dep = object(&docs, "Deployment", "ebs-csi-controller");
+    let sidecar = container(dep, "volumemodifier");
+    // It acts only in the pod that holds the external-resizer's lease, found by its name.
+    let pod_name = list(sidecar, "env")
+        .into_iter()
+        .find(|e| s(e, "name") == Some("POD_NAME"))
+        .expect("the sidecar needs POD_NAME");
+    assert_eq!(s(pod_name, "valueFrom.fieldRef.fieldPath"), Some("metadata.name"));
+    let role = object(&docs, "ClusterRole", "ebs-csi-volume-modifier");
+    let may = |resource: &str, verb: &str| {
+        list(role, "rules").into_iter().any(|r| {
+            list(r, "resources").iter().any(|x| x.as_str() == Some(resource))
+                && list(r, "verbs").iter().any(|v| v.as_str() == Some(verb))
+        })
+    };
+    assert!(may("leases", "watch"), "the resizer's lease is watched");
+    for resource in ["persistentvolumeclaims", "persistentvolumes"] {
+        let rule = list(role, "rules")
+            .into_iter()
+            .find(|r| list(r, "resources").iter().any(|x| x.as_str() == Some(resource)))
+            .unwrap_or_else(|| panic!("no rule for {resource}"));
+        let verbs: Vec<&str> = list(rule, "verbs").into_iter().filter_map(Value::as_str).collect();
+        assert!(
+            verbs.contains(&"patch") && verbs.contains(&"watch"),
+            "{resource}: {verbs:?}"
+        );
+    }
+    let binding = object(&docs, "ClusterRoleBinding", "ebs-csi-volume-modifier");
+    assert_eq!(
+        s(list(binding, "subjects")[0], "name"),
+        s(dep, "spec.template.spec.serviceAccountName")
+    );
+    for plain in ["aws", "local"] {
+        let docs = render(plain);
+        let dep = object(&docs, "Deployment", "ebs-csi-controller");
+        assert!(
+            list(dep, "spec.template.spec.containers")
+                .iter()
+                .all(|c| s(c, "name") != Some("volumemodifier")),
+            "{plain} has the sidecar without the component"
+        );
     }
 }
 
