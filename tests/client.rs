@@ -423,6 +423,29 @@ async fn volumes_are_expanded_modified_and_their_health_read() {
         "InvalidArgument",
     );
     assert!(err.contains("floppy"), "{err}");
+    // The volume-modifier-for-k8s sidecar's calls, with its `volumeType` key.
+    assert_eq!(
+        ok(&d, &["get-csi-driver-modification-capability"]),
+        "ModifyVolumeProperties is served\n"
+    );
+    let text = ok(&d, &["modify-volume-properties", &id, "--parameter", "volumeType=gp2"]);
+    assert_eq!(text, format!("modified {id}: volumeType=gp2\n"));
+    // gp2 takes no IOPS figure: the volume really is gp2 now.
+    refused(
+        &d,
+        &["modify-volume-properties", &id, "--parameter", "iops=4000"],
+        "InvalidArgument",
+    );
+    refused(
+        &d,
+        &[
+            "modify-volume-properties",
+            "vol-0123456789abcdef0",
+            "--parameter",
+            "volumeType=gp3",
+        ],
+        "NotFound",
+    );
 
     assert_eq!(
         ok(&d, &["controller-get-volume-health", &id]),

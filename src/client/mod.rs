@@ -1,10 +1,11 @@
-//! `ebs-csi client`: one subcommand per CSI call of the Identity, Controller and Node services,
-//! for trying a driver by hand or from scripts; and the gRPC channel to a CSI endpoint (unix
+//! `ebs-csi client`: one subcommand per CSI call of the Identity, Controller and Node services
+//! (and of the volume-modifier-for-k8s sidecar's service), for trying a driver by hand or from scripts; and the gRPC channel to a CSI endpoint (unix
 //! socket or TCP) that the tools and tests share.
 
 mod args;
 mod controller;
 mod identity;
+mod modifier;
 mod node;
 mod output;
 mod show;
@@ -50,6 +51,9 @@ pub enum Call {
     Controller(controller::Call),
     #[command(flatten)]
     Node(node::Call),
+    /// The volume-modifier-for-k8s sidecar's calls.
+    #[command(flatten)]
+    Modifier(modifier::Call),
 }
 
 /// Exit status of `client`: the call answered with an error status.
@@ -85,6 +89,7 @@ pub async fn run(endpoint: &str, json: bool, call: Call) -> ExitCode {
             Call::Identity(c) => identity::call(channel, c).await,
             Call::Controller(c) => controller::call(channel, c).await,
             Call::Node(c) => node::call(channel, c).await,
+            Call::Modifier(c) => modifier::call(channel, c).await,
         }
     }
     .await;
