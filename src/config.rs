@@ -131,6 +131,11 @@ pub struct ServeArgs {
     /// Where the block devices' sysfs entries are (aws node); tests point it at a tree of their own.
     #[arg(long, env = "EBS_CSI_SYS_BLOCK", default_value = "/sys/block", hide = true)]
     pub sys_block: PathBuf,
+    /// Remove the `<driver-name>/agent-not-ready` taint from this node's Node object once kubelet
+    /// has registered the driver (needs the node's service account: get and patch on nodes, get
+    /// on csinodes). `--remove-not-ready-taint=false` leaves it alone.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub remove_not_ready_taint: bool,
     /// Where kubelet mounts CSI volumes (aws node): the EBS volumes mounted under it are the ones
     /// whose NVMe statistics the metrics endpoint reports.
     #[arg(long, default_value = "/var/lib/kubelet/plugins/kubernetes.io/csi/")]

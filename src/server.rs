@@ -327,6 +327,15 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         BackendKind::Local => open_local(&args, &calls).await?,
         BackendKind::Aws => open_aws(&args, calls.clone()).await?,
     };
+    if node.is_some()
+        && args.remove_not_ready_taint
+        && let Some(name) = args.kubernetes_node_name.clone()
+    {
+        let (account_dir, driver) = (args.service_account_dir.clone(), args.driver_name.clone());
+        tokio::spawn(async move {
+            crate::cloud::startup_taint::remove_when_registered(&account_dir, &name, &driver).await;
+        });
+    }
     if let Some(addr) = &args.http_endpoint {
         let tls = match (&args.metrics_cert_file, &args.metrics_key_file) {
             (Some(cert), Some(key)) => Some(crate::metrics::server_config(cert, key)?),

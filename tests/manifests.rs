@@ -469,17 +469,17 @@ fn node_may_read_its_node(docs: &[Value]) -> Result<bool, String> {
     if !mounted {
         return Err(format!("{account} gets no token in the node pods"));
     }
-    let grants_get_nodes = |role: &Value| {
+    let grants = |role: &Value, group: &str, resource: &str, verb: &str| {
         list(role, "rules").into_iter().any(|r| {
             let has = |field: &str, want: &str| {
                 list(r, field)
                     .into_iter()
                     .any(|v| v.as_str() == Some(want) || v.as_str() == Some("*"))
             };
-            has("apiGroups", "") && has("resources", "nodes") && has("verbs", "get")
+            has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
         })
     };
-    let bound = docs
+    let roles: Vec<&Value> = docs
         .iter()
         .filter(|d| s(d, "kind") == Some("ClusterRoleBinding"))
         .filter(|b| {
@@ -495,10 +495,18 @@ fn node_may_read_its_node(docs: &[Value]) -> Result<bool, String> {
             docs.iter()
                 .find(|d| s(d, "kind") == Some("ClusterRole") && s(d, "metadata.name") == Some(name))
         })
-        .any(grants_get_nodes);
+        .collect();
+    let may = |group: &str, resource: &str, verb: &str| roles.iter().any(|r| grants(r, group, resource, verb));
+    let bound = may("", "nodes", "get");
     if !bound {
         return Err(format!(
             "{namespace}/{account} is bound to no ClusterRole that may get nodes"
+        ));
+    }
+    // The start-up taint: the Node patched once its CSINode lists the driver.
+    if serve.remove_not_ready_taint && !(may("", "nodes", "patch") && may("storage.k8s.io", "csinodes", "get")) {
+        return Err(format!(
+            "{namespace}/{account} removes the start-up taint but may not patch nodes and get csinodes"
         ));
     }
     Ok(true)
@@ -535,6 +543,22 @@ fn a_node_that_reads_its_node_object_may_read_it() {
         .filter(|v: &Value| !v.is_null())
         .collect();
     assert!(node_may_read_its_node(&tokenless).unwrap_err().contains("no token"));
+    // And without the right to patch its Node, the start-up taint would stay.
+    let get_only: Vec<Value> = aws
+        .iter()
+        .map(|d| {
+            let mut d = d.clone();
+            if s(&d, "kind") == Some("ClusterRole") && s(&d, "metadata.name") == Some("ebs-csi-node") {
+                d["rules"][0]["verbs"] = serde_yaml_ng::from_str("[get]").unwrap();
+            }
+            d
+        })
+        .collect();
+    assert!(
+        node_may_read_its_node(&get_only)
+            .unwrap_err()
+            .contains("may not patch nodes")
+    );
 }
 
 #[test]

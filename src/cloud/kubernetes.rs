@@ -1,8 +1,9 @@
-//! The node's identity from its own Node object (`--metadata-sources` `kubernetes`): one GET of
-//! `/api/v1/nodes/<name>` on the in-cluster API server, with the pod's service-account token,
-//! over TLS checked against the service account's CA. For nodes that cannot reach IMDS.
+//! The node's own Node object on the in-cluster API server, with the pod's service-account token,
+//! over TLS checked against the service account's CA: its identity (`--metadata-sources`
+//! `kubernetes`, for nodes that cannot reach IMDS), and the start-up taint the node removes
+//! once kubelet has registered the driver (its CSINode, and one JSON patch of the taints).
 //!
-//! One request at start-up does not need a Kubernetes client library: hyper's HTTP/1.1 client
+//! A few requests at start-up do not need a Kubernetes client library: hyper's HTTP/1.1 client
 //! over tokio-rustls (both already linked for tonic and the metrics endpoint) and a serde struct
 //! holding only the fields read.
 
@@ -11,9 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::Method;
 use hyper::body::Bytes;
-use hyper::header::{ACCEPT, AUTHORIZATION, HOST, HeaderValue};
+use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
 use hyper_util::rt::TokioIo;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
@@ -61,6 +63,40 @@ pub struct NodeMeta {
 pub struct NodeSpec {
     #[serde(rename = "providerID", default)]
     pub provider_id: Option<String>,
+    /// Kept whole: a patch that removes one taint must give the others back unchanged.
+    #[serde(default)]
+    pub taints: Vec<serde_json::Value>,
+}
+
+/// The part of a CSINode object read here: which drivers kubelet has registered on the node.
+#[derive(Debug, Default, Deserialize)]
+pub struct CsiNode {
+    #[serde(default)]
+    pub spec: CsiNodeSpec,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct CsiNodeSpec {
+    #[serde(default)]
+    pub drivers: Vec<CsiNodeDriver>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsiNodeDriver {
+    pub name: String,
+    #[serde(default)]
+    pub allocatable: Option<serde_json::Value>,
+}
+
+impl CsiNode {
+    /// Whether kubelet has registered `driver` here with its volume limit, so the scheduler
+    /// counts attachments for it.
+    pub fn registered(&self, driver: &str) -> bool {
+        self.spec
+            .drivers
+            .iter()
+            .any(|d| d.name == driver && d.allocatable.as_ref().is_some_and(|a| a.get("count").is_some()))
+    }
 }
 
 /// The answer of a refusal (`kind: Status`), for its message.
@@ -159,17 +195,46 @@ impl InCluster {
     pub async fn node(&self, name: &str) -> Result<Node> {
         check_node_name(name)?;
         let path = format!("/api/v1/nodes/{name}");
-        let body = tokio::time::timeout(TIMEOUT, self.get(&path)).await.map_err(|_| {
-            Error::Unavailable(format!(
-                "the API server at {} did not answer GET {path} within {TIMEOUT:?}",
-                self.authority()
-            ))
-        })??;
+        let body = self.call(Method::GET, &path, None).await?;
         serde_json::from_slice(&body)
             .map_err(|e| Error::Unavailable(format!("GET {path}: the answer is not a Node object: {e}")))
     }
 
-    async fn get(&self, path: &str) -> Result<Vec<u8>> {
+    /// GET /apis/storage.k8s.io/v1/csinodes/<name>.
+    pub async fn csi_node(&self, name: &str) -> Result<CsiNode> {
+        check_node_name(name)?;
+        let path = format!("/apis/storage.k8s.io/v1/csinodes/{name}");
+        let body = self.call(Method::GET, &path, None).await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| Error::Unavailable(format!("GET {path}: the answer is not a CSINode object: {e}")))
+    }
+
+    /// Sets the Node's taints to `new`, only if they are still `old` (a JSON patch whose `test`
+    /// fails is refused, so a taint another controller added meanwhile is never dropped).
+    pub async fn replace_taints(&self, name: &str, old: &[serde_json::Value], new: &[serde_json::Value]) -> Result<()> {
+        check_node_name(name)?;
+        let path = format!("/api/v1/nodes/{name}");
+        let patch = serde_json::json!([
+            {"op": "test", "path": "/spec/taints", "value": old},
+            {"op": "replace", "path": "/spec/taints", "value": new},
+        ]);
+        self.call(Method::PATCH, &path, Some(patch.to_string())).await?;
+        Ok(())
+    }
+
+    async fn call(&self, method: Method, path: &str, patch: Option<String>) -> Result<Vec<u8>> {
+        let what = format!("{method} {path}");
+        tokio::time::timeout(TIMEOUT, self.request(method, path, patch))
+            .await
+            .map_err(|_| {
+                Error::Unavailable(format!(
+                    "the API server at {} did not answer {what} within {TIMEOUT:?}",
+                    self.authority()
+                ))
+            })?
+    }
+
+    async fn request(&self, method: Method, path: &str, patch: Option<String>) -> Result<Vec<u8>> {
         let authority = self.authority();
         let token = self.token()?;
         let tls = self.tls()?;
@@ -188,12 +253,17 @@ impl InCluster {
             .map_err(|e| unreachable(&e))?;
         // The connection is driven beside the request; it ends when the answer has been read.
         let driver = tokio::spawn(conn);
-        let request = hyper::Request::get(path)
+        let mut request = hyper::Request::builder()
+            .method(method.clone())
+            .uri(path)
             .header(HOST, authority.as_str())
             .header(AUTHORIZATION, token)
-            .header(ACCEPT, "application/json")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| Error::internal("the API request", e))?;
+            .header(ACCEPT, "application/json");
+        if patch.is_some() {
+            request = request.header(CONTENT_TYPE, "application/json-patch+json");
+        }
+        let body = Full::new(Bytes::from(patch.unwrap_or_default()));
+        let request = request.body(body).map_err(|e| Error::internal("the API request", e))?;
         let answer = sender.send_request(request).await.map_err(|e| unreachable(&e));
         let result = match answer {
             Ok(answer) => {
@@ -201,12 +271,12 @@ impl InCluster {
                 let body = Limited::new(answer.into_body(), MAX_BODY)
                     .collect()
                     .await
-                    .map_err(|e| unreachable(&format!("reading GET {path}: {e}")))?
+                    .map_err(|e| unreachable(&format!("reading {method} {path}: {e}")))?
                     .to_bytes();
                 if status.is_success() {
                     Ok(body.to_vec())
                 } else {
-                    Err(refusal(status.as_u16(), path, &body))
+                    Err(refusal(status.as_u16(), &method, path, &body))
                 }
             }
             Err(e) => Err(e),
@@ -217,7 +287,7 @@ impl InCluster {
 }
 
 /// The API server's refusal, with what to do about the usual ones.
-fn refusal(status: u16, path: &str, body: &[u8]) -> Error {
+fn refusal(status: u16, method: &Method, path: &str, body: &[u8]) -> Error {
     let said = serde_json::from_slice::<Status>(body)
         .map(|s| s.message)
         .unwrap_or_default();
@@ -226,19 +296,35 @@ fn refusal(status: u16, path: &str, body: &[u8]) -> Error {
     } else {
         format!(": {}", shown(&said))
     };
+    let verb = match *method {
+        Method::PATCH => "patch",
+        _ => "get",
+    };
+    let resource = if path.contains("/csinodes/") {
+        "csinodes"
+    } else {
+        "nodes"
+    };
     match status {
         401 => Error::FailedPrecondition(format!(
-            "the API server refused the service account token (HTTP 401 Unauthorized) for GET {path}{said}"
+            "the API server refused the service account token (HTTP 401 Unauthorized) for {method} {path}{said}"
         )),
         403 => Error::FailedPrecondition(format!(
-            "the API server forbids GET {path} (HTTP 403){said}; the node's service account needs a \
-             ClusterRole allowing get on nodes (deploy/kubernetes/overlays/aws/rbac-node.yaml)"
+            "the API server forbids {method} {path} (HTTP 403){said}; the node's service account needs a \
+             ClusterRole allowing {verb} on {resource} (deploy/kubernetes/overlays/aws/rbac-node.yaml)"
         )),
         404 => Error::NotFound(format!(
-            "the API server has no such Node (HTTP 404 for GET {path}){said}; CSI_NODE_NAME should be \
-             spec.nodeName"
+            "the API server has no such {} (HTTP 404 for {method} {path}){said}; CSI_NODE_NAME should be \
+             spec.nodeName",
+            if resource == "csinodes" { "CSINode" } else { "Node" }
         )),
-        _ => Error::Unavailable(format!("the API server answered HTTP {status} for GET {path}{said}")),
+        // A JSON patch whose `test` failed: the object changed since it was read.
+        409 | 422 => Error::Aborted(format!(
+            "{method} {path}: the object changed since it was read (HTTP {status}){said}"
+        )),
+        _ => Error::Unavailable(format!(
+            "the API server answered HTTP {status} for {method} {path}{said}"
+        )),
     }
 }
 

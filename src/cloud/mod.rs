@@ -8,6 +8,7 @@ pub mod kubernetes;
 pub mod limits;
 pub mod local;
 pub mod metadata;
+pub mod startup_taint;
 
 use std::collections::BTreeMap;
 

@@ -1,9 +1,11 @@
 //! A stand-in for the Kubernetes API server, which does not run here: a real HTTPS server
 //! (tokio + rustls, on its own thread and runtime) with a CA and serving certificate made by
-//! `openssl` at test time, answering `GET /api/v1/nodes/<name>` with a Node object for the
-//! bearer token it was given, 401 for any other token and 404 for other names, as the API
-//! server does. It also writes the pod's side: a service-account directory holding `token` and
-//! `ca.crt`.
+//! `openssl` at test time, answering `GET /api/v1/nodes/<name>` with a Node object and
+//! `GET /apis/storage.k8s.io/v1/csinodes/<name>` with a CSINode for the bearer token it was
+//! given, applying a JSON patch (`test` and `replace`, as `PATCH /api/v1/nodes/<name>` with
+//! `application/json-patch+json`; a failed `test` is 422), 401 for any other token and 404 for
+//! other names, as the API server does. It also writes the pod's side: a service-account
+//! directory holding `token` and `ca.crt`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -100,6 +102,10 @@ pub struct ApiServer {
     pub port: u16,
     /// (request line, Authorization header) of every request answered.
     pub requests: Arc<Mutex<Vec<(String, String)>>>,
+    /// The Node objects by name, as patches leave them.
+    pub nodes: Arc<Mutex<HashMap<String, serde_json::Value>>>,
+    /// The CSINode objects by name (none at first, as before kubelet registers a driver).
+    pub csinodes: Arc<Mutex<HashMap<String, serde_json::Value>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -125,6 +131,9 @@ impl ApiServer {
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let seen = requests.clone();
+        let nodes = Arc::new(Mutex::new(nodes));
+        let csinodes = Arc::new(Mutex::new(HashMap::new()));
+        let (node_objects, csinode_objects) = (nodes.clone(), csinodes.clone());
         let expected = format!("Bearer {token}");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         // Its own thread and runtime: tests also wait for the driver with blocking calls.
@@ -143,18 +152,12 @@ impl ApiServer {
                         let Ok(mut tls) = acceptor.accept(tcp).await else {
                             continue;
                         };
-                        let (line, auth) = read_head(&mut tls).await;
+                        let (line, auth, request_body) = read_request(&mut tls).await;
                         seen.lock().unwrap().push((line.clone(), auth.clone()));
-                        let name = line
-                            .strip_prefix("GET /api/v1/nodes/")
-                            .and_then(|rest| rest.strip_suffix(" HTTP/1.1"));
                         let (status, body) = if auth != expected {
                             ("401 Unauthorized", status_object(401, "Unauthorized"))
                         } else {
-                            match name.and_then(|n| nodes.get(n)) {
-                                Some(node) => ("200 OK", node.to_string()),
-                                None => ("404 Not Found", status_object(404, "nodes not found")),
-                            }
+                            answer(&line, &request_body, &node_objects, &csinode_objects)
                         };
                         let answer = format!(
                             "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
@@ -174,6 +177,8 @@ impl ApiServer {
         ApiServer {
             port,
             requests,
+            nodes,
+            csinodes,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -209,26 +214,92 @@ fn status_object(code: u16, message: &str) -> String {
     .to_string()
 }
 
-/// The request line and the Authorization header of one request.
-async fn read_head<S: tokio::io::AsyncRead + Unpin>(conn: &mut S) -> (String, String) {
+type Objects = Arc<Mutex<HashMap<String, serde_json::Value>>>;
+
+/// What the API server answers to one authorised request.
+fn answer(line: &str, body: &[u8], nodes: &Objects, csinodes: &Objects) -> (&'static str, String) {
+    let target = |method: &str, prefix: &str| {
+        line.strip_prefix(method)?
+            .strip_prefix(prefix)?
+            .strip_suffix(" HTTP/1.1")
+            .map(str::to_owned)
+    };
+    if let Some(name) = target("GET ", "/api/v1/nodes/") {
+        return match nodes.lock().unwrap().get(&name) {
+            Some(node) => ("200 OK", node.to_string()),
+            None => ("404 Not Found", status_object(404, "nodes not found")),
+        };
+    }
+    if let Some(name) = target("GET ", "/apis/storage.k8s.io/v1/csinodes/") {
+        return match csinodes.lock().unwrap().get(&name) {
+            Some(csinode) => ("200 OK", csinode.to_string()),
+            None => ("404 Not Found", status_object(404, "csinodes.storage.k8s.io not found")),
+        };
+    }
+    if let Some(name) = target("PATCH ", "/api/v1/nodes/") {
+        let mut nodes = nodes.lock().unwrap();
+        let Some(node) = nodes.get_mut(&name) else {
+            return ("404 Not Found", status_object(404, "nodes not found"));
+        };
+        let Ok(serde_json::Value::Array(ops)) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return ("400 Bad Request", status_object(400, "not a JSON patch"));
+        };
+        let mut patched = node.clone();
+        for op in ops {
+            let path = op["path"].as_str().unwrap_or_default();
+            let pointer = patched.pointer_mut(path);
+            match (op["op"].as_str(), pointer) {
+                (Some("test"), Some(current)) if *current == op["value"] => {}
+                (Some("test"), _) => {
+                    return (
+                        "422 Unprocessable Entity",
+                        status_object(422, "the test operation failed"),
+                    );
+                }
+                (Some("replace"), Some(current)) => *current = op["value"].clone(),
+                _ => return ("422 Unprocessable Entity", status_object(422, "unsupported patch")),
+            }
+        }
+        *node = patched;
+        return ("200 OK", node.to_string());
+    }
+    ("404 Not Found", status_object(404, "not found"))
+}
+
+/// The request line, the Authorization header and the body (by Content-Length) of one request.
+async fn read_request<S: tokio::io::AsyncRead + Unpin>(conn: &mut S) -> (String, String, Vec<u8>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 65536 {
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() >= 65536 {
+            break buf.len();
+        }
         match conn.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
+            Ok(0) | Err(_) => break buf.len(),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
-    }
-    let text = String::from_utf8_lossy(&buf);
+    };
+    let text = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let line = text.lines().next().unwrap_or_default().to_owned();
-    let auth = text
-        .lines()
-        .find_map(|l| {
+    let header = |name: &str| {
+        text.lines().find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("authorization").then(|| v.trim().to_owned())
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
         })
-        .unwrap_or_default();
-    (line, auth)
+    };
+    let auth = header("authorization").unwrap_or_default();
+    let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < length {
+        match conn.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => body.extend_from_slice(&chunk[..n]),
+        }
+    }
+    (line, auth, body)
 }
 
 /// A Node object as the API server returns it for an EC2 instance.
