@@ -14,23 +14,6 @@ use support::imds::Imds;
 use support::*;
 use tonic::Code;
 
-async fn aws_driver(endpoint: &str, instance: &str, extra: &[&str]) -> Driver {
-    let env = Moto::env(endpoint);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let mut args = vec![
-        "--backend",
-        "aws",
-        "--node-id",
-        instance,
-        "--zone",
-        AZ,
-        "--instance-type",
-        "m5.large",
-    ];
-    args.extend_from_slice(extra);
-    Driver::start_custom(&args, &env).await
-}
-
 #[tokio::test]
 async fn controller_life_cycle_against_moto() {
     let moto = Moto::start();

@@ -103,19 +103,7 @@ async fn the_sidecars_call_modifies_the_ec2_volume() {
     use support::aws::*;
     let moto = Moto::start();
     let instance = moto.instance("m5.large").await;
-    let env = Moto::env(&moto.url);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let args = [
-        "--backend",
-        "aws",
-        "--node-id",
-        &instance,
-        "--zone",
-        AZ,
-        "--instance-type",
-        "m5.large",
-    ];
-    let mut d = Driver::start_custom(&args, &env).await;
+    let mut d = aws_driver(&moto.url, &instance, &[]).await;
     let v = d
         .controller
         .create_volume(create_in_zone("pvc-annotated-aws", 100, &[("type", "gp2")]))

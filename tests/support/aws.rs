@@ -645,3 +645,22 @@ pub fn create_in_zone(name: &str, gib: i64, pairs: &[(&str, &str)]) -> CreateVol
     r.accessibility_requirements = Some(topo(AZ));
     r
 }
+
+/// `ebs-csi serve --backend aws` on the EC2 API at `endpoint` (moto, or a proxy in front of it)
+/// as `instance`, an m5.large in [`AZ`], plus `extra` flags.
+pub async fn aws_driver(endpoint: &str, instance: &str, extra: &[&str]) -> super::Driver {
+    let env = Moto::env(endpoint);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut args = vec![
+        "--backend",
+        "aws",
+        "--node-id",
+        instance,
+        "--zone",
+        AZ,
+        "--instance-type",
+        "m5.large",
+    ];
+    args.extend_from_slice(extra);
+    super::Driver::start_custom(&args, &env).await
+}
