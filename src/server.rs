@@ -163,7 +163,13 @@ fn add_ebs_io(args: &ServeArgs, metrics: &Metrics, instance_id: &str) {
         pages,
     ));
     let volumes = io.clone();
-    metrics.add_collector(crate::metrics::VolumeIoCollector::new(move || volumes.volumes()));
+    let took = metrics.nvme_scrape_duration(instance_id);
+    metrics.add_collector(crate::metrics::VolumeIoCollector::new(move || {
+        let started = std::time::Instant::now();
+        let read = volumes.volumes();
+        took.observe(started.elapsed().as_secs_f64());
+        read
+    }));
     metrics.add_collector(crate::metrics::NvmeScrapes::new(move || {
         let (scrapes, errors) = io.scrape_counts();
         (io.instance_id.clone(), scrapes, errors)

@@ -222,6 +222,23 @@ impl Metrics {
         self.0.rpc_duration.get_or_create(&labels).observe(took.as_secs_f64());
     }
 
+    /// How long each read of the node's EBS log pages takes, under the Go driver's name with
+    /// the instance as a constant label; the caller observes into what is returned.
+    pub fn nvme_scrape_duration(&self, instance_id: &str) -> Histogram {
+        let buckets = [
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let histogram = Histogram::new(buckets);
+        let mut r = self.0.registry.lock().unwrap_or_else(|p| p.into_inner());
+        r.sub_registry_with_label(("instance_id".into(), instance_id.to_owned().into()))
+            .register(
+                "aws_ebs_csi_nvme_collector_duration_seconds",
+                "Seconds each read of the EBS NVMe log pages took",
+                histogram.clone(),
+            );
+        histogram
+    }
+
     /// Adds what a backend reads at each scrape (per-volume I/O, attachments per node).
     pub fn add_collector(&self, collector: impl prometheus_client::collector::Collector) {
         let mut r = self.0.registry.lock().unwrap_or_else(|p| p.into_inner());
